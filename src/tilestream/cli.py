@@ -1,0 +1,118 @@
+"""The ``tilestream`` command: ``info`` and ``thumbnail`` for any TIFF slide."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import TilestreamError
+from .reader import Slide
+
+__all__ = ["main", "write_png"]
+
+
+def write_png(path: str | os.PathLike[str], image: NDArray[np.uint8]) -> None:
+    """Write an ``(H, W)`` or ``(H, W, C)`` uint8 image as PNG, atomically (temp file + rename)."""
+    import imagecodecs
+
+    data = imagecodecs.png_encode(np.ascontiguousarray(image))
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _format_info(info: dict[str, Any]) -> str:
+    lines = [
+        f"path        {info['path']}",
+        f"file        {info['format']}, {info['byteorder']}-endian, {info['file_bytes']:,} bytes, "
+        f"{info['pages']} pages, {info['series']} series",
+        f"layout      {info['kind']} series, axes {info['layout']['axes']} "
+        f"shape {tuple(info['layout']['shape'])}",
+        f"image       {info['shape'][0]} x {info['shape'][1]} px (H x W), "
+        f"{info['channels']} channel(s), stored {info['source_dtype']} -> read as uint8",
+        f"mpp         {info['mpp'] if info['mpp'] is not None else 'unknown'}",
+        "levels      downsample  shape (H x W)      storage  tile/strip     compression",
+    ]
+    for i, lvl in enumerate(info["levels"]):
+        shape = f"{lvl['shape'][0]} x {lvl['shape'][1]}"
+        tile = f"{lvl['tile'][0]} x {lvl['tile'][1]}"
+        storage = lvl["storage"] + (" (memmap)" if lvl["memmapped"] else "")
+        lines.append(
+            f"  {i:<9} {lvl['downsample']:<11} {shape:<18} {storage:<8} {tile:<14} "
+            f"{lvl['compression']}"
+        )
+    return "\n".join(lines)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    with Slide.open(args.path) as slide:
+        info = slide.info()
+    print(json.dumps(info, indent=2) if args.json else _format_info(info))
+    return 0
+
+
+def _cmd_thumbnail(args: argparse.Namespace) -> int:
+    with Slide.open(args.path) as slide:
+        image = slide.thumbnail(reduce=args.reduce, max_size=args.max_size)
+    write_png(args.output, image)
+    print(f"wrote {args.output} ({image.shape[1]} x {image.shape[0]} px)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tilestream`` command."""
+    parser = argparse.ArgumentParser(
+        prog="tilestream",
+        description="Inspect gigapixel TIFF slides (tilestream).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="layout, levels, tiling, codec and size of a slide")
+    info.add_argument("path", help="TIFF / SVS / OME-TIFF file")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.set_defaults(func=_cmd_info)
+
+    thumb = sub.add_parser("thumbnail", help="save a downsampled image of the whole slide")
+    thumb.add_argument("path", help="TIFF / SVS / OME-TIFF file")
+    thumb.add_argument("-o", "--output", required=True, help="output PNG path")
+    size = thumb.add_mutually_exclusive_group()
+    size.add_argument("--reduce", type=int, default=None, help="integer reduce factor")
+    size.add_argument(
+        "--max-size", type=int, default=1024, help="longest side in px (default 1024)"
+    )
+    thumb.set_defaults(func=_cmd_thumbnail)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tilestream`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except TilestreamError as err:
+        print(f"tilestream: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"tilestream: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The tilestream command: info and thumbnail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import pytest
+
+import tilestream as ts
+from tilestream.cli import main
+
+
+def test_info_table_and_json(pyramid_slide: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(pyramid_slide)]) == 0
+    out = capsys.readouterr().out
+    assert "900 x 1300 px" in out
+    assert "JPEG (7)" in out
+    assert "128 x 128" in out
+    assert main(["info", "--json", str(pyramid_slide)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape"] == [900, 1300]
+    assert len(info["levels"]) == 5
+
+
+def test_thumbnail_png(pyramid_slide: Path, tmp_path: Path) -> None:
+    out = tmp_path / "thumb.png"
+    assert main(["thumbnail", str(pyramid_slide), "-o", str(out), "--max-size", "200"]) == 0
+    image = imagecodecs.png_decode(out.read_bytes())
+    with ts.Slide.open(pyramid_slide) as slide:
+        np.testing.assert_array_equal(image, slide.thumbnail(max_size=200))
+    assert not list(tmp_path.glob(".tmp-*"))
+    assert main(["thumbnail", str(pyramid_slide), "-o", str(out), "--reduce", "8"]) == 0
+    assert imagecodecs.png_decode(out.read_bytes()).shape == (113, 163, 3)
+
+
+def test_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not a tiff at all")
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.tif" in err and "not a TIFF" in err
+    assert main(["info", str(tmp_path / "missing.tif")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_console_script(pyramid_slide: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tilestream.cli", "info", str(pyramid_slide)],
+        capture_output=True, text=True, check=True,
+    )
+    assert "levels" in result.stdout
