@@ -22,7 +22,9 @@ from tilestream.synthetic import SlideSpec, make_slide
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="runs/demo", help="output folder")
     parser.add_argument("--size", type=int, default=12000, help="slide side in pixels")
     parser.add_argument("--seed", type=int, default=0)
@@ -34,7 +36,9 @@ def main() -> int:
     t0 = time.perf_counter()
     spec = SlideSpec(height=args.size, width=args.size * 5 // 4, seed=args.seed, tile=512)
     make_slide(path, spec)
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s"
+    )
 
     with ts.Slide.open(path) as slide:
         print(json.dumps(slide.info(), indent=1))
@@ -48,7 +52,9 @@ def main() -> int:
                 x = int(rng.integers(0, w - 1024)) // reduce * reduce
                 tile = slide.read(ts.Box(y, x, 1024, 1024), reduce=reduce)
             dt = time.perf_counter() - t0
-            print(f"reduce={reduce:>2}: {n / dt:7.1f} random 1024 px windows/s -> tiles {tile.shape}")
+            print(
+                f"reduce={reduce:>2}: {n / dt:7.1f} random 1024 px windows/s -> tiles {tile.shape}"
+            )
         thumb = slide.thumbnail(max_size=1024)
     write_png(out / "thumbnail.png", thumb)
     print(f"saved {out / 'thumbnail.png'} {thumb.shape[1]}x{thumb.shape[0]}")

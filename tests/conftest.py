@@ -33,7 +33,14 @@ def stripped_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("slides") / "stripped.tif"
     make_slide(
         path,
-        SlideSpec(height=700, width=1000, seed=3, tile=None, rows_per_strip=32,
-                  compression="none", pyramid=False),
+        SlideSpec(
+            height=700,
+            width=1000,
+            seed=3,
+            tile=None,
+            rows_per_strip=32,
+            compression="none",
+            pyramid=False,
+        ),
     )
     return path

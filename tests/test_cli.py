@@ -51,6 +51,8 @@ def test_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_console_script(pyramid_slide: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tilestream.cli", "info", str(pyramid_slide)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "levels" in result.stdout

@@ -24,9 +24,7 @@ def smooth_image(h: int, w: int, c: int, seed: int = 0) -> np.ndarray:
     """A non-constant, JPEG-friendly test image."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
-    base = [
-        127 + 100 * np.sin(yy / (7 + 3 * k) + k) * np.cos(xx / (11 + 2 * k)) for k in range(c)
-    ]
+    base = [127 + 100 * np.sin(yy / (7 + 3 * k) + k) * np.cos(xx / (11 + 2 * k)) for k in range(c)]
     img = np.stack(base, axis=-1) + rng.normal(0, 3, (h, w, c))
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -75,8 +73,15 @@ def test_layouts_match_tifffile(tmp_path: Path, layout: str, compression: str | 
     image = smooth_image(150, 203, 3)
     data = image.transpose(2, 0, 1).copy() if planar else image
     path = tmp_path / "img.tif"
-    tifffile.imwrite(path, data, photometric="rgb", compression=compression, bigtiff=bigtiff,
-                     byteorder=byteorder, **options)
+    tifffile.imwrite(
+        path,
+        data,
+        photometric="rgb",
+        compression=compression,
+        bigtiff=bigtiff,
+        byteorder=byteorder,
+        **options,
+    )
     reference = tifffile.imread(path)
     if planar:
         reference = reference.transpose(1, 2, 0)
@@ -113,7 +118,7 @@ def test_grey_rgba_and_sixteen_bit(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
     deep = (smooth_image(70, 90, 3).astype(np.uint16) * 257 + 3).astype(np.uint16)
     tifffile.imwrite(tmp_path / "u16.tif", deep, photometric="rgb", compression="zlib")
-    twelve = (smooth_image(70, 90, 1)[..., 0].astype(np.uint16) * 16)
+    twelve = smooth_image(70, 90, 1)[..., 0].astype(np.uint16) * 16
     tifffile.imwrite(tmp_path / "u12.tif", twelve, bitspersample=12)
     signed = (smooth_image(70, 90, 3).astype(np.int16) - 128).astype(np.int8)
     tifffile.imwrite(tmp_path / "i8.tif", signed, photometric="rgb")
@@ -137,8 +142,7 @@ def test_channels_across_pages_and_extra_axes(tmp_path: Path) -> None:
     image = smooth_image(60, 80, 3)
     chw = image.transpose(2, 0, 1).copy()
     tifffile.imwrite(tmp_path / "ome.ome.tif", chw[None, None], metadata={"axes": "TZCYX"})
-    tifffile.imwrite(tmp_path / "imagej.tif", chw[None], imagej=True,
-                     metadata={"axes": "ZCYX"})
+    tifffile.imwrite(tmp_path / "imagej.tif", chw[None], imagej=True, metadata={"axes": "ZCYX"})
     stack = np.stack([chw, 255 - chw])  # Z, C, Y, X
     tifffile.imwrite(tmp_path / "z.ome.tif", stack, metadata={"axes": "ZCYX"})
     for name in ("ome.ome.tif", "imagej.tif", "z.ome.tif"):
@@ -173,7 +177,9 @@ def test_reduce_without_pyramid_is_area_mean(tmp_path: Path, reduce: int) -> Non
         assert slide.level_for(reduce) == 0
         for box in random_boxes(slide.shape, 6, seed=reduce, reduce=reduce)[:4]:
             small = ts.Box(box.y, box.x, min(box.height, 20 * reduce), min(box.width, 20 * reduce))
-            expected = area_mean(padded_crop(image, small.y, small.x, small.height, small.width), reduce)
+            expected = area_mean(
+                padded_crop(image, small.y, small.x, small.height, small.width), reduce
+            )
             np.testing.assert_array_equal(slide.read(small, reduce), expected)
 
 
@@ -263,8 +269,10 @@ def test_thumbnail_equals_reduced_read(pyramid_slide: Path, stripped_slide: Path
 def test_thumbnail_memory_is_bounded(tmp_path: Path) -> None:
     """A thumbnail never holds the full level: peak allocation far below the slide size."""
     path = tmp_path / "big.tif"
-    make_slide(path, SlideSpec(height=3000, width=4000, seed=1, tile=256, pyramid=False,
-                               compression="deflate"))
+    make_slide(
+        path,
+        SlideSpec(height=3000, width=4000, seed=1, tile=256, pyramid=False, compression="deflate"),
+    )
     with ts.Slide.open(path) as slide:
         slide.thumbnail(16)  # compile kernels first
         tracemalloc.start()
@@ -406,14 +414,14 @@ def test_missing_and_not_a_tiff(tmp_path: Path) -> None:
     with pytest.raises(ts.SlideNotFoundError, match="not a regular file"):
         ts.Slide.open(tmp_path)
     (tmp_path / "empty.tif").write_bytes(b"")
-    with pytest.raises(ts.NotATiffError, match="empty.tif"):
+    with pytest.raises(ts.NotATiffError, match=r"empty\.tif"):
         ts.Slide.open(tmp_path / "empty.tif")
     (tmp_path / "png.tif").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     with pytest.raises(ts.NotATiffError, match="not a TIFF") as err:
         ts.Slide.open(tmp_path / "png.tif")
     assert isinstance(err.value, ValueError)
     (tmp_path / "header.tif").write_bytes(b"II*\x00\xff\xff\xff\x00" + bytes(8))
-    with pytest.raises(ts.TilestreamError, match="header.tif"):
+    with pytest.raises(ts.TilestreamError, match=r"header\.tif"):
         ts.Slide.open(tmp_path / "header.tif")
 
 
@@ -421,14 +429,15 @@ def test_truncated_file(pyramid_slide: Path, tmp_path: Path) -> None:
     data = pyramid_slide.read_bytes()
     cut = tmp_path / "cut.tif"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ts.TilestreamError, match="cut.tif"):
+    with pytest.raises(ts.TilestreamError, match=r"cut\.tif"):
         ts.Slide.open(cut)
 
 
 def test_corrupt_tile_names_level_and_tile(tmp_path: Path) -> None:
     path = tmp_path / "bad.tif"
-    tifffile.imwrite(path, smooth_image(128, 128, 3), photometric="rgb", tile=(64, 64),
-                     compression="jpeg")
+    tifffile.imwrite(
+        path, smooth_image(128, 128, 3), photometric="rgb", tile=(64, 64), compression="jpeg"
+    )
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         offset, count = page.dataoffsets[3], page.databytecounts[3]
@@ -453,7 +462,7 @@ def test_file_removed_after_open(tmp_path: Path, pyramid_slide: Path) -> None:
     shutil.copy(pyramid_slide, path)
     slide = ts.Slide.open(path)
     os.unlink(path)
-    with pytest.raises(ts.SlideNotFoundError, match="gone.tif"):
+    with pytest.raises(ts.SlideNotFoundError, match=r"gone\.tif"):
         slide.read(ts.Box(0, 0, 10, 10))
 
 

@@ -153,9 +153,8 @@ def test_real_file_matches_reference(realdata: Path, name: str) -> None:
 def test_broken_file_fails_clearly(realdata: Path, name: str) -> None:
     error, words = BROKEN[name]
     path = realdata / "tiff" / name
-    with pytest.raises(error, match=words) as info:
-        with ts.Slide.open(path) as slide:
-            slide.read(ts.Box(0, 0, *slide.shape))
+    with pytest.raises(error, match=words) as info, ts.Slide.open(path) as slide:
+        slide.read(ts.Box(0, 0, *slide.shape))
     assert name.split("/")[-1] in str(info.value)
     assert isinstance(info.value, ts.TilestreamError)
 
@@ -171,8 +170,11 @@ def test_real_pyramids(realdata: Path) -> None:
         path = realdata / "tiff" / name
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            level = next(i for i, lv in enumerate(series.levels)
-                         if round(series.levels[0].shape[1] / lv.shape[1]) == reduce)
+            level = next(
+                i
+                for i, lv in enumerate(series.levels)
+                if round(series.levels[0].shape[1] / lv.shape[1]) == reduce
+            )
             ref = hwc(series.levels[level].asarray())
         with ts.Slide.open(path) as slide:
             assert any(lv.downsample == reduce for lv in slide.levels), name

@@ -18,10 +18,12 @@ def test_deterministic_and_matches_render(tmp_path: Path) -> None:
     b = make_slide(tmp_path / "b.tif", spec)
     assert Path(a).read_bytes() == Path(b).read_bytes()
     with ts.Slide.open(a) as slide:
-        np.testing.assert_array_equal(slide.read(ts.Box(0, 0, 300, 420)),
-                                      render(spec, ts.Box(0, 0, 300, 420)))
-        np.testing.assert_array_equal(slide.read(ts.Box(0, 0, 300, 420), 2),
-                                      render(spec, ts.Box(0, 0, 300, 420), 2))
+        np.testing.assert_array_equal(
+            slide.read(ts.Box(0, 0, 300, 420)), render(spec, ts.Box(0, 0, 300, 420))
+        )
+        np.testing.assert_array_equal(
+            slide.read(ts.Box(0, 0, 300, 420), 2), render(spec, ts.Box(0, 0, 300, 420), 2)
+        )
 
 
 def test_not_constant_and_has_tissue_and_background(tmp_path: Path) -> None:

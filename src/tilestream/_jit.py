@@ -19,4 +19,5 @@ __all__ = ["njit"]
 
 def njit(func: F) -> F:
     """Compile ``func`` with the project's preset (``nogil``, ``cache``, no object mode)."""
-    return numba.njit(nogil=True, cache=True)(func)  # type: ignore[no-any-return]
+    compiled: F = numba.njit(nogil=True, cache=True)(func)  # type: ignore[assignment]
+    return compiled

@@ -207,7 +207,9 @@ class LevelPlan:
     pages: list[PagePlan] = field(default_factory=list)
 
 
-def plan_levels(tif: tifffile.TiffFile, path: str) -> tuple[tifffile.TiffPageSeries, list[LevelPlan]]:
+def plan_levels(
+    tif: tifffile.TiffFile, path: str
+) -> tuple[tifffile.TiffPageSeries, list[LevelPlan]]:
     """Pick the image series (the largest) and plan each of its pyramid levels."""
     candidates = [s for s in tif.series if s.shape and len(s.pages) > 0]
     if not candidates:
@@ -341,7 +343,9 @@ def _plan_page(page: Any, path: str, level: int, channel_offset: int) -> PagePla
     if 0 in (sep, depth, height, width, contig):
         raise EmptyImageError(f"{where}: image has a zero-size dimension (shape {keyframe.shaped})")
     if depth != 1:
-        raise UnsupportedLayoutError(f"{where}: volumetric pages (ImageDepth={depth}) are not supported")
+        raise UnsupportedLayoutError(
+            f"{where}: volumetric pages (ImageDepth={depth}) are not supported"
+        )
     compression = int(keyframe.compression)
     codec = _codec_name(compression)
     if compression in _UNSUPPORTED_COMPRESSION:
@@ -452,9 +456,11 @@ def _converter(page: Any) -> tuple[Converter, int]:
     photometric = int(page.photometric)
     scale: Converter
     if dtype == np.bool_:
+
         def scale(a: NDArray[Any]) -> NDArray[np.uint8]:
             return a.view(np.uint8) * np.uint8(255)
     elif dtype == np.uint8 and bits == 8:
+
         def scale(a: NDArray[Any]) -> NDArray[np.uint8]:
             return a if a.dtype == np.uint8 else a.astype(np.uint8)
     elif dtype.kind in "ui":
@@ -470,6 +476,7 @@ def _converter(page: Any) -> tuple[Converter, int]:
             np.clip(v, 0.0, 255.0, out=v)
             return np.rint(v).astype(np.uint8)
     elif dtype.kind == "f":
+
         def scale(a: NDArray[Any]) -> NDArray[np.uint8]:
             v = np.nan_to_num(a.astype(np.float64), nan=0.0)
             np.clip(v, 0.0, 1.0, out=v)
@@ -490,6 +497,7 @@ def _converter(page: Any) -> tuple[Converter, int]:
 
         return palette, 3
     if photometric == 0:  # MinIsWhite: invert so that 255 is white
+
         def invert(a: NDArray[Any]) -> NDArray[np.uint8]:
             return np.uint8(255) - scale(a)
 
@@ -526,7 +534,7 @@ def resolution_mpp(tif: tifffile.TiffFile, page: Any) -> float | None:
         return None
     if xres is None or unit not in (2, 3):
         return None
-    num, den = (xres if isinstance(xres, tuple) else (xres, 1))
+    num, den = xres if isinstance(xres, tuple) else (xres, 1)
     if not num or not den:
         return None
     per_unit = num / den  # pixels per inch or per cm

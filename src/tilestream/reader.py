@@ -197,7 +197,7 @@ class Slide:
                 first = plans[0].pages[0]
                 page0 = tif.pages[first.index]
                 self._mpp = resolution_mpp(tif, page0)
-                self._format = {
+                self._format: dict[str, Any] = {
                     "bigtiff": bool(tif.is_bigtiff),
                     "byteorder": "little" if tif.byteorder == "<" else "big",
                     "kind": str(series.kind),
@@ -363,7 +363,7 @@ class Slide:
             "pages": self._format["pages"],
             "layout": {
                 "axes": self._format["series_axes"],
-                "shape": list(self._format["series_shape"]),
+                "shape": [int(v) for v in self._format["series_shape"]],
             },
             "shape": list(self.shape),
             "channels": self.channels,
@@ -624,7 +624,7 @@ class Slide:
         check_reduce_factor(reduce)
         view = _SlideArray(self, reduce)
         token = f"tilestream-{abs(hash((self.path, os.path.getmtime(self.path), reduce, chunk)))}"
-        return da.from_array(
+        array: dask.array.Array = da.from_array(  # type: ignore[no-untyped-call]
             view,
             chunks=(chunk, chunk, self._channels),
             name=token,
@@ -632,6 +632,7 @@ class Slide:
             asarray=False,
             meta=np.empty((0, 0, 0), np.uint8),
         )
+        return array
 
 
 class _SlideArray:

@@ -113,7 +113,8 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, scale: int) -> NDArr
         s //= 2
     out /= total
     lo, hi = out.min(), out.max()
-    return ((out - lo) / max(hi - lo, 1e-9)).astype(np.float32)
+    result: NDArray[np.float32] = ((out - lo) / max(hi - lo, 1e-9)).astype(np.float32)
+    return result
 
 
 def _bilinear_upsample(a: NDArray[np.float64], s: int) -> NDArray[np.float64]:
@@ -124,12 +125,13 @@ def _bilinear_upsample(a: NDArray[np.float64], s: int) -> NDArray[np.float64]:
     xs = (np.arange((w - 1) * s) / s)[None, :]
     y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
     fy, fx = ys - y0, xs - x0
-    return (
+    result: NDArray[np.float64] = (
         a[y0, x0] * (1 - fy) * (1 - fx)
         + a[y0 + 1, x0] * fy * (1 - fx)
         + a[y0, x0 + 1] * (1 - fy) * fx
         + a[y0 + 1, x0 + 1] * fy * fx
     )
+    return result
 
 
 def _texture(rng: np.random.Generator) -> NDArray[np.uint8]:
@@ -144,10 +146,15 @@ def _texture(rng: np.random.Generator) -> NDArray[np.uint8]:
     yy, xx = np.mgrid[0:n, 0:n]
     # Pale lumens (tubule cavities), then nuclei on top.
     for cy, cx, ry, rx in zip(
-        rng.integers(0, n, 40), rng.integers(0, n, 40), rng.integers(12, 40, 40),
-        rng.integers(12, 40, 40), strict=True,
+        rng.integers(0, n, 40),
+        rng.integers(0, n, 40),
+        rng.integers(12, 40, 40),
+        rng.integers(12, 40, 40),
+        strict=True,
     ):
-        d = ((yy - cy + n // 2) % n - n // 2) ** 2 / ry**2 + ((xx - cx + n // 2) % n - n // 2) ** 2 / rx**2
+        d = ((yy - cy + n // 2) % n - n // 2) ** 2 / ry**2 + (
+            (xx - cx + n // 2) % n - n // 2
+        ) ** 2 / rx**2
         img[d < 1.0] = (248.0, 232.0, 240.0)
     nuclei = n * n // 350
     cys, cxs = rng.integers(0, n, nuclei), rng.integers(0, n, nuclei)
@@ -155,7 +162,7 @@ def _texture(rng: np.random.Generator) -> NDArray[np.uint8]:
     shade = rng.uniform(0.75, 1.05, nuclei)
     purple = np.array([95.0, 60.0, 145.0])
     for cy, cx, rad, sh in zip(cys, cxs, radii, shade, strict=True):
-        r = int(math.ceil(rad))
+        r = math.ceil(rad)
         ys = np.arange(cy - r, cy + r + 1) % n
         xs = np.arange(cx - r, cx + r + 1) % n
         dy = np.arange(-r, r + 1)[:, None]
@@ -223,7 +230,9 @@ def _render_kernel(
                 out[i, j, k] = np.uint8(v + 0.5)
 
 
-def render(spec: SlideSpec, box: Box, reduce: int = 1, *, _fields: _Fields | None = None) -> NDArray[np.uint8]:
+def render(
+    spec: SlideSpec, box: Box, reduce: int = 1, *, _fields: _Fields | None = None
+) -> NDArray[np.uint8]:
     """Render ``box`` (level-0 px, aligned to ``reduce``) of the slide described by ``spec``.
 
     Reduced levels are point-sampled at block centres, so the pyramid :func:`make_slide`
@@ -239,8 +248,15 @@ def render(spec: SlideSpec, box: Box, reduce: int = 1, *, _fields: _Fields | Non
     fields = _fields if _fields is not None else _Fields(spec)
     out = np.empty((box.height // reduce, box.width // reduce, 3), np.uint8)
     _render_kernel(
-        fields.texture, fields.tissue, fields.stain, box.y, box.x, reduce,
-        spec.height, spec.width, out,
+        fields.texture,
+        fields.tissue,
+        fields.stain,
+        box.y,
+        box.x,
+        reduce,
+        spec.height,
+        spec.width,
+        out,
     )
     return out
 
@@ -325,12 +341,16 @@ def _write_level(
     # one so memory stays bounded.
     with tempfile.TemporaryDirectory(dir=os.path.dirname(tw.filehandle.path) or ".") as scratch:
         mm = np.lib.format.open_memmap(
-            os.path.join(scratch, "level.npy"), mode="w+", dtype=np.uint8,
+            os.path.join(scratch, "level.npy"),
+            mode="w+",
+            dtype=np.uint8,
             shape=(3, h, w) if planar else (h, w, 3),
         )
         for y in range(0, h, rps):
             rows = min(rps, h - y)
-            band = render(spec, Box(y * reduce, 0, rows * reduce, w * reduce), reduce, _fields=fields)
+            band = render(
+                spec, Box(y * reduce, 0, rows * reduce, w * reduce), reduce, _fields=fields
+            )
             if planar:
                 mm[:, y : y + rows] = band.transpose(2, 0, 1)
             else:
@@ -352,7 +372,12 @@ def _tiles(
     for plane in planes:
         for ty in range(0, h, t):
             for tx in range(0, w, t):
-                tile = render(spec, Box(ty * reduce, tx * reduce, t * reduce, t * reduce), reduce, _fields=fields)
+                tile = render(
+                    spec,
+                    Box(ty * reduce, tx * reduce, t * reduce, t * reduce),
+                    reduce,
+                    _fields=fields,
+                )
                 if plane is None:
                     yield tile
                 else:
@@ -364,4 +389,6 @@ def _strips(
 ) -> Iterator[bytes]:
     for y in range(0, h, rps):
         rows = min(rps, h - y)
-        yield render(spec, Box(y * reduce, 0, rows * reduce, w * reduce), reduce, _fields=fields).tobytes()
+        yield render(
+            spec, Box(y * reduce, 0, rows * reduce, w * reduce), reduce, _fields=fields
+        ).tobytes()
