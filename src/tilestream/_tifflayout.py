@@ -10,7 +10,9 @@ Conversion to uint8 (the documented rule, applied per decoded tile so tiles stay
 - unsigned integers are scaled linearly from ``[0, 2**BitsPerSample - 1]`` to ``[0, 255]`` and
   rounded (8-bit data is copied unchanged; 12-bit data in 16-bit words uses 4095 as full scale);
 - signed integers are first shifted to unsigned (``v + 2**(bits-1)``);
-- floating point samples are taken as ``[0, 1]`` intensities: clipped, times 255, rounded;
+- floating point samples are either ``[0, 1]`` intensities (times 255) or 0-255 values, decided
+  once per slide from the smallest level's first tiles (maximum <= 1 means ``[0, 1]``); then
+  clipped to ``[0, 255]`` and rounded;
 - 1-bit (bilevel) data becomes 0 / 255; ``MinIsWhite`` data is inverted so 255 is white;
 - palette images are expanded through their colour map to RGB.
 """

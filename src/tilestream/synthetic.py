@@ -45,6 +45,7 @@ class SlideSpec:
     rows_per_strip : int
         Rows per strip when ``tile`` is ``None``.
     compression : {"jpeg", "deflate", "zstd", "lzw", "none"}
+        Codec of the stored tiles or strips.
     quality : int
         JPEG quality.
     pyramid : bool
@@ -230,9 +231,7 @@ def _render_kernel(
                 out[i, j, k] = np.uint8(v + 0.5)
 
 
-def render(
-    spec: SlideSpec, box: Box, reduce: int = 1, *, _fields: _Fields | None = None
-) -> NDArray[np.uint8]:
+def render(spec: SlideSpec, box: Box, reduce: int = 1) -> NDArray[np.uint8]:
     """Render ``box`` (level-0 px, aligned to ``reduce``) of the slide described by ``spec``.
 
     Reduced levels are point-sampled at block centres, so the pyramid :func:`make_slide`
@@ -244,8 +243,11 @@ def render(
     >>> render(spec, Box(0, 0, 64, 64), reduce=2).shape
     (32, 32, 3)
     """
+    return _render(spec, box, reduce, _Fields(spec))
+
+
+def _render(spec: SlideSpec, box: Box, reduce: int, fields: _Fields) -> NDArray[np.uint8]:
     box.check_reduce(reduce)
-    fields = _fields if _fields is not None else _Fields(spec)
     out = np.empty((box.height // reduce, box.width // reduce, 3), np.uint8)
     _render_kernel(
         fields.texture,
@@ -348,9 +350,7 @@ def _write_level(
         )
         for y in range(0, h, rps):
             rows = min(rps, h - y)
-            band = render(
-                spec, Box(y * reduce, 0, rows * reduce, w * reduce), reduce, _fields=fields
-            )
+            band = _render(spec, Box(y * reduce, 0, rows * reduce, w * reduce), reduce, fields)
             if planar:
                 mm[:, y : y + rows] = band.transpose(2, 0, 1)
             else:
@@ -372,12 +372,8 @@ def _tiles(
     for plane in planes:
         for ty in range(0, h, t):
             for tx in range(0, w, t):
-                tile = render(
-                    spec,
-                    Box(ty * reduce, tx * reduce, t * reduce, t * reduce),
-                    reduce,
-                    _fields=fields,
-                )
+                box = Box(ty * reduce, tx * reduce, t * reduce, t * reduce)
+                tile = _render(spec, box, reduce, fields)
                 if plane is None:
                     yield tile
                 else:
@@ -389,6 +385,4 @@ def _strips(
 ) -> Iterator[bytes]:
     for y in range(0, h, rps):
         rows = min(rps, h - y)
-        yield render(
-            spec, Box(y * reduce, 0, rows * reduce, w * reduce), reduce, _fields=fields
-        ).tobytes()
+        yield _render(spec, Box(y * reduce, 0, rows * reduce, w * reduce), reduce, fields).tobytes()
