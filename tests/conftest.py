@@ -44,3 +44,15 @@ def stripped_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def hubmap_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset in the Kaggle HuBMAP layout (3 train, 1 test slides)."""
+    from tilestream.synthetic import DatasetSpec, make_dataset
+
+    root = tmp_path_factory.mktemp("hubmap")
+    spec = DatasetSpec(
+        n_train=3, n_test=1, height=1600, width=2000, patients=2, seed=11, glomeruli_per_mpx=6.0
+    )
+    return make_dataset(root, spec)

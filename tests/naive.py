@@ -44,3 +44,50 @@ def to_uint8(values: NDArray[np.generic], bits: int | None = None) -> NDArray[np
     if a.dtype.kind == "i":
         v = v + 2 ** (nbits - 1)
     return np.rint(np.clip(v * 255.0 / (2**nbits - 1), 0, 255)).astype(np.uint8)
+
+
+def components_naive(mask: NDArray[np.uint8]) -> set[tuple[int, int, int, int, int]]:
+    """8-connected components by flood fill: {(y, x, height, width, area)}."""
+    h, w = mask.shape
+    seen = np.zeros((h, w), bool)
+    out = set()
+    for i in range(h):
+        for j in range(w):
+            if not mask[i, j] or seen[i, j]:
+                continue
+            stack = [(i, j)]
+            seen[i, j] = True
+            pixels = []
+            while stack:
+                y, x = stack.pop()
+                pixels.append((y, x))
+                for dy in (-1, 0, 1):
+                    for dx in (-1, 0, 1):
+                        yy, xx = y + dy, x + dx
+                        if 0 <= yy < h and 0 <= xx < w and mask[yy, xx] and not seen[yy, xx]:
+                            seen[yy, xx] = True
+                            stack.append((yy, xx))
+            ys = [p[0] for p in pixels]
+            xs = [p[1] for p in pixels]
+            out.add((min(ys), min(xs), max(ys) - min(ys) + 1, max(xs) - min(xs) + 1, len(pixels)))
+    return out
+
+
+def block_majority_naive(mask: NDArray[np.uint8], factor: int) -> NDArray[np.uint8]:
+    """Per block: the most frequent non-zero value if at least half the block is non-zero."""
+    h, w = mask.shape[0] // factor, mask.shape[1] // factor
+    out = np.zeros((h, w), np.uint8)
+    for i in range(h):
+        for j in range(w):
+            block = mask[i * factor : (i + 1) * factor, j * factor : (j + 1) * factor].ravel()
+            nonzero = block[block != 0]
+            if 2 * nonzero.size >= block.size and nonzero.size:
+                values, counts = np.unique(nonzero, return_counts=True)
+                out[i, j] = values[np.argmax(counts)]
+    return out
+
+
+def padded_mask_crop(mask: NDArray[np.uint8], box: object) -> NDArray[np.uint8]:
+    """The (H, W) mask under a Box, 0 outside the mask."""
+    y, x, h, w = box.y, box.x, box.height, box.width  # type: ignore[attr-defined]
+    return padded_crop(mask[..., None], y, x, h, w, fill=0)[..., 0]

@@ -56,3 +56,17 @@ def test_console_script(pyramid_slide: Path) -> None:
         check=True,
     )
     assert "levels" in result.stdout
+
+
+def test_synthetic_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "data"
+    args = ["synthetic", str(out), "--train", "2", "--test", "1", "--size", "600x800", "--stripped"]
+    assert main(args) == 0
+    assert "2 train, 1 test" in capsys.readouterr().out
+    records = ts.hubmap.read_dataset(out)
+    assert len(records) == 3
+    assert records[0].info != {}
+    assert main(["synthetic", str(out), "--size", "60x"]) == 2
+    assert "HEIGHTxWIDTH" in capsys.readouterr().err
+    assert main(["synthetic", str(out), "--train", "1", "--size", "600x800"]) == 2
+    assert "another spec" in capsys.readouterr().err

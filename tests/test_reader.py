@@ -317,6 +317,37 @@ def test_cache_is_bounded_and_hits(pyramid_slide: Path) -> None:
         ts.Slide.open(pyramid_slide, cache_bytes=-1)
 
 
+def _shared_cache_size(_: int) -> int:
+    return len(ts.ChunkCache.shared())
+
+
+def test_slides_share_one_bounded_process_cache(pyramid_slide: Path, stripped_slide: Path) -> None:
+    shared = ts.ChunkCache.shared()
+    a, b = ts.Slide.open(pyramid_slide), ts.Slide.open(pyramid_slide)
+    assert a.cache is shared and b.cache is shared
+    old = shared.capacity_bytes
+    try:
+        shared.resize(6 * 128 * 128 * 3)
+        for box in random_boxes(a.shape, 20, seed=21):
+            a.read(box)
+            b.read(box)
+            assert shared.nbytes <= shared.capacity_bytes
+        hits = shared.hits
+        b.read(ts.Box(0, 0, 64, 64))
+        a.read(ts.Box(0, 0, 64, 64))  # same file: a's read hits b's tiles
+        assert shared.hits == hits + 1
+        a.close()  # drops this file's tiles, keeps the cache object
+        assert all(k[0] != a._identity for k in shared._items)
+    finally:
+        shared.resize(old)
+    if "fork" in mp.get_all_start_methods():
+        b.read(ts.Box(0, 0, 300, 300))
+        assert len(shared) > 0
+        with mp.get_context("fork").Pool(2) as pool:
+            sizes = pool.map(_shared_cache_size, range(4))
+        assert sizes == [0, 0, 0, 0]  # a forked child starts its own empty cache
+
+
 # ------------------------------------------------------------------------------------------
 # Concurrency, pickling, fork and spawn
 # ------------------------------------------------------------------------------------------

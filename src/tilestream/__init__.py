@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from . import hubmap, synthetic
+from ._cache import DEFAULT_CACHE_BYTES, ChunkCache
+from .annotations import ArrayMask, LabelObjects, MaskSource, PolygonMask, RleMask
 from .errors import (
+    AnnotationFormatError,
+    AnnotationWarning,
     BoxError,
     CorruptSlideError,
     CorruptTileError,
+    DatasetError,
     DecompressionBombError,
     EmptyImageError,
     NotATiffError,
+    RLEFormatError,
     SlideNotFoundError,
     TilestreamError,
     TilestreamWarning,
@@ -16,7 +23,16 @@ from .errors import (
     UnsupportedLayoutError,
 )
 from .geometry import Box
-from .reader import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, IMAGE_FILL, Level, Slide
+from .rasterize import rasterize
+from .reader import DEFAULT_MAX_PIXELS, IMAGE_FILL, Level, Slide
+from .rle import (
+    rle_decode,
+    rle_decode_window,
+    rle_encode,
+    rle_encode_runs,
+    rle_to_runs,
+    runs_to_rle,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -24,14 +40,24 @@ __all__ = [
     "DEFAULT_CACHE_BYTES",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_FILL",
+    "AnnotationFormatError",
+    "AnnotationWarning",
+    "ArrayMask",
     "Box",
     "BoxError",
+    "ChunkCache",
     "CorruptSlideError",
     "CorruptTileError",
+    "DatasetError",
     "DecompressionBombError",
     "EmptyImageError",
+    "LabelObjects",
     "Level",
+    "MaskSource",
     "NotATiffError",
+    "PolygonMask",
+    "RLEFormatError",
+    "RleMask",
     "Slide",
     "SlideNotFoundError",
     "TilestreamError",
@@ -39,4 +65,13 @@ __all__ = [
     "UnsupportedCodecError",
     "UnsupportedLayoutError",
     "__version__",
+    "hubmap",
+    "rasterize",
+    "rle_decode",
+    "rle_decode_window",
+    "rle_encode",
+    "rle_encode_runs",
+    "rle_to_runs",
+    "runs_to_rle",
+    "synthetic",
 ]

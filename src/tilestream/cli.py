@@ -1,4 +1,4 @@
-"""The ``tilestream`` command: ``info`` and ``thumbnail`` for any TIFF slide."""
+"""The ``tilestream`` command: ``info``, ``thumbnail`` and ``synthetic``."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ._io import atomic_path
 from .errors import TilestreamError
 from .reader import Slide
 
@@ -24,17 +24,8 @@ def write_png(path: str | os.PathLike[str], image: NDArray[np.uint8]) -> None:
     import imagecodecs
 
     data = imagecodecs.png_encode(np.ascontiguousarray(image))
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, ".png") as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
 
 
 def _format_info(info: dict[str, Any]) -> str:
@@ -75,6 +66,34 @@ def _cmd_thumbnail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synthetic(args: argparse.Namespace) -> int:
+    from .synthetic import DatasetSpec, make_dataset
+
+    try:
+        height, width = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        print(
+            f"tilestream: error: --size must be HEIGHTxWIDTH, e.g. 6000x8000, got {args.size!r}",
+            file=sys.stderr,
+        )
+        return 2
+    spec = DatasetSpec(
+        n_train=args.train,
+        n_test=args.test,
+        height=height,
+        width=width,
+        patients=args.patients,
+        seed=args.seed,
+        tile=None if args.stripped else args.tile,
+        pyramid=args.pyramid,
+        glomeruli_per_mpx=args.density,
+        layouts=tuple(args.layouts.split(",")),
+    )
+    root = make_dataset(args.out_dir, spec, overwrite=args.overwrite)
+    print(f"synthetic HuBMAP dataset in {root} ({args.train} train, {args.test} test slides)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tilestream`` command."""
     parser = argparse.ArgumentParser(
@@ -97,6 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-size", type=int, default=1024, help="longest side in px (default 1024)"
     )
     thumb.set_defaults(func=_cmd_thumbnail)
+
+    syn = sub.add_parser("synthetic", help="write a synthetic dataset in the Kaggle HuBMAP layout")
+    syn.add_argument("out_dir", help="output folder (train/, test/, train.csv, ...)")
+    syn.add_argument("--train", type=int, default=6, help="training slides (default 6)")
+    syn.add_argument("--test", type=int, default=2, help="test slides (default 2)")
+    syn.add_argument("--size", default="6000x8000", help="nominal HEIGHTxWIDTH (default 6000x8000)")
+    syn.add_argument("--patients", type=int, default=3, help="distinct patients (default 3)")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--tile", type=int, default=512, help="tile side (default 512)")
+    syn.add_argument("--stripped", action="store_true", help="write strips instead of tiles")
+    syn.add_argument("--pyramid", action="store_true", help="write reduced levels")
+    syn.add_argument("--density", type=float, default=4.0, help="glomeruli per Mpx of tissue")
+    syn.add_argument(
+        "--layouts",
+        default="hwc,chw,tzcyx",
+        help="TIFF layouts cycled over slides (hwc, chw, tzcyx)",
+    )
+    syn.add_argument(
+        "--overwrite", action="store_true", help="replace a dataset made with other settings"
+    )
+    syn.set_defaults(func=_cmd_synthetic)
     return parser
 
 
@@ -109,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TilestreamError as err:
         print(f"tilestream: error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:
+    except (OSError, ValueError) as err:
         print(f"tilestream: error: {err}", file=sys.stderr)
         return 2
 

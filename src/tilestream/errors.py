@@ -7,12 +7,16 @@ exception it resembles, so ``except FileNotFoundError`` and ``except ValueError`
 from __future__ import annotations
 
 __all__ = [
+    "AnnotationFormatError",
+    "AnnotationWarning",
     "BoxError",
     "CorruptSlideError",
     "CorruptTileError",
+    "DatasetError",
     "DecompressionBombError",
     "EmptyImageError",
     "NotATiffError",
+    "RLEFormatError",
     "SlideNotFoundError",
     "TilestreamError",
     "TilestreamWarning",
@@ -63,3 +67,20 @@ class DecompressionBombError(TilestreamError, ValueError):
 
 class BoxError(TilestreamError, ValueError):
     """A box is malformed or not aligned to the reduce factor."""
+
+
+class AnnotationFormatError(TilestreamError, ValueError):
+    """An annotation file is not JSON, or not a list or collection of GeoJSON features."""
+
+
+class AnnotationWarning(TilestreamWarning):
+    """An annotation feature was repaired, clipped or skipped (the message names it)."""
+
+
+class DatasetError(TilestreamError, ValueError):
+    """A dataset folder is missing files or its files disagree (the message lists each problem)."""
+
+
+class RLEFormatError(TilestreamError, ValueError):
+    """An RLE string is malformed (the message names the token index and the token), or the
+    shape/order it is read with is invalid."""

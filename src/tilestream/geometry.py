@@ -60,6 +60,16 @@ class Box:
         """Build a box from half-open bounds ``[top, bottom) x [left, right)``."""
         return cls(top, left, bottom - top, right - left)
 
+    @classmethod
+    def _trusted(cls, y: int, x: int, height: int, width: int) -> Box:
+        # Internal fast path: the caller guarantees ints and positive sizes (no validation).
+        box = object.__new__(cls)
+        object.__setattr__(box, "y", y)
+        object.__setattr__(box, "x", x)
+        object.__setattr__(box, "height", height)
+        object.__setattr__(box, "width", width)
+        return box
+
     @property
     def bottom(self) -> int:
         """One past the last row."""
@@ -81,15 +91,15 @@ class Box:
         bottom, right = min(self.bottom, other.bottom), min(self.right, other.right)
         if bottom <= top or right <= left:
             return None
-        return Box.from_bounds(top, left, bottom, right)
+        return Box._trusted(top, left, bottom - top, right - left)
 
     def clip(self, shape: tuple[int, int]) -> Box | None:
         """The part of the box inside an image of ``shape`` (H, W), or ``None``."""
-        return self.intersection(Box(0, 0, int(shape[0]), int(shape[1])))
+        return self.intersection(Box._trusted(0, 0, int(shape[0]), int(shape[1])))
 
     def translate(self, dy: int, dx: int) -> Box:
         """The box moved by ``(dy, dx)``."""
-        return Box(self.y + dy, self.x + dx, self.height, self.width)
+        return Box._trusted(self.y + int(dy), self.x + int(dx), self.height, self.width)
 
     def check_reduce(self, reduce: int) -> None:
         """Raise :class:`BoxError` unless every field is a multiple of ``reduce``."""
@@ -112,7 +122,8 @@ class Box:
     def scaled(self, reduce: int) -> Box:
         """The box on the grid reduced by ``reduce`` (fields divided; must be aligned)."""
         self.check_reduce(reduce)
-        return Box(self.y // reduce, self.x // reduce, self.height // reduce, self.width // reduce)
+        r = reduce
+        return Box._trusted(self.y // r, self.x // r, self.height // r, self.width // r)
 
 
 def check_reduce_factor(reduce: int) -> int:

@@ -45,10 +45,8 @@ from .geometry import Box, check_reduce_factor
 if TYPE_CHECKING:
     import dask.array
 
-__all__ = ["DEFAULT_CACHE_BYTES", "DEFAULT_MAX_PIXELS", "IMAGE_FILL", "Level", "Slide"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_FILL", "Level", "Slide"]
 
-#: Default size of each slide's decoded-chunk cache.
-DEFAULT_CACHE_BYTES = 256 * 2**20
 #: Default decompression-bomb guard: level-0 height x width above this is refused.
 DEFAULT_MAX_PIXELS = 2**35
 #: Value of image pixels outside the slide (white, like empty glass).
@@ -93,8 +91,10 @@ class Slide:
         A TIFF, BigTIFF, OME-TIFF, SVS or other TIFF-based file.
     max_pixels : int
         Refuse images whose level 0 has more than this many pixels (decompression-bomb guard).
-    cache_bytes : int
-        Budget of this slide's LRU of decoded tiles, in bytes (0 disables it).
+    cache_bytes : int, optional
+        Budget of a private LRU of decoded tiles for this slide, in bytes (0 disables
+        caching). By default the slide uses the process-wide cache
+        (:meth:`ChunkCache.shared`, 256 MiB shared by every slide of the process).
 
     Notes
     -----
@@ -134,12 +134,12 @@ class Slide:
         path: str | os.PathLike[str],
         *,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        cache_bytes: int | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self.max_pixels = int(max_pixels)
-        self.cache_bytes = int(cache_bytes)
-        if self.cache_bytes < 0:
+        self.cache_bytes = None if cache_bytes is None else int(cache_bytes)
+        if self.cache_bytes is not None and self.cache_bytes < 0:
             raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
         self._parse()
         self._reset_process_state()
@@ -150,7 +150,7 @@ class Slide:
         path: str | os.PathLike[str],
         *,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        cache_bytes: int | None = None,
     ) -> Slide:
         """Open ``path`` (parses the metadata now, reads pixels later). See :class:`Slide`.
 
@@ -181,7 +181,10 @@ class Slide:
             raise SlideNotFoundError(f"{path}: no such file")
         if not os.path.isfile(path):
             raise SlideNotFoundError(f"{path}: not a regular file")
-        self._file_size = os.path.getsize(path)
+        stat = os.stat(path)
+        self._file_size = stat.st_size
+        # Keys of this file in a shared cache: a rewritten file gets new keys.
+        self._identity = (path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if self._file_size < 8:
             raise NotATiffError(f"{path}: not a TIFF file ({self._file_size} bytes)")
         with open(path, "rb") as fh:
@@ -230,7 +233,9 @@ class Slide:
         self._fd: int | None = None
         self._memmaps: dict[tuple[int, int], NDArray[Any]] = {}
         self._lock = threading.Lock()
-        self._cache = ChunkCache(self.cache_bytes)
+        self._cache = (
+            ChunkCache.shared() if self.cache_bytes is None else ChunkCache(self.cache_bytes)
+        )
         self._scratch = threading.local()
 
     def _ensure_process(self) -> None:
@@ -259,7 +264,10 @@ class Slide:
                     os.close(self._fd)
                 self._fd = None
                 self._memmaps.clear()
-            self._cache.clear()
+            if self.cache_bytes is None:
+                self._cache.discard(self._identity)
+            else:
+                self._cache.clear()
         else:
             self._reset_process_state()
 
@@ -347,7 +355,7 @@ class Slide:
 
     @property
     def cache(self) -> ChunkCache:
-        """This process's decoded-tile cache (``hits``, ``misses``, ``nbytes``)."""
+        """The decoded-tile cache this slide uses in this process (``hits``, ``misses``, ``nbytes``)."""
         self._ensure_process()
         return self._cache
 
@@ -508,7 +516,7 @@ class Slide:
     def _chunk(
         self, level: int, page: PagePlan, plane: int, row: int, col: int, *, use_cache: bool
     ) -> NDArray[np.uint8]:
-        key = (level, page.index, plane, row, col)
+        key = (self._identity, level, page.index, plane, row, col)
         if use_cache:
             hit = self._cache.get(key) if self._pid == os.getpid() else None
             if hit is not None:
@@ -604,7 +612,7 @@ class Slide:
         level = self.level_for(reduce)
         d = self._plans[level].downsample
         factor = reduce // d
-        lbox = Box(box.y // d, box.x // d, box.height // d, box.width // d)
+        lbox = Box._trusted(box.y // d, box.x // d, box.height // d, box.width // d)
         if factor == 1:
             self._read_level(level, lbox, out, use_cache=use_cache)
             return
