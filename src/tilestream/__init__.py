@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import hubmap, synthetic
 from ._cache import DEFAULT_CACHE_BYTES, ChunkCache
 from .annotations import ArrayMask, LabelObjects, MaskSource, PolygonMask, RleMask
+from .dataset import SlideSource, TileDataset, TileReadError
 from .errors import (
     AnnotationFormatError,
     AnnotationWarning,
@@ -33,6 +34,9 @@ from .rle import (
     rle_to_runs,
     runs_to_rle,
 )
+from .sampling import GridSampler, RandomSampler, SourceInfo, shard_range
+from .splits import Fold, folds
+from .tissue import TissueMap, tissue_mask
 
 __version__ = "0.1.0.dev0"
 
@@ -51,20 +55,29 @@ __all__ = [
     "DatasetError",
     "DecompressionBombError",
     "EmptyImageError",
+    "Fold",
+    "GridSampler",
     "LabelObjects",
     "Level",
     "MaskSource",
     "NotATiffError",
     "PolygonMask",
     "RLEFormatError",
+    "RandomSampler",
     "RleMask",
     "Slide",
     "SlideNotFoundError",
+    "SlideSource",
+    "SourceInfo",
+    "TileDataset",
+    "TileReadError",
     "TilestreamError",
     "TilestreamWarning",
+    "TissueMap",
     "UnsupportedCodecError",
     "UnsupportedLayoutError",
     "__version__",
+    "folds",
     "hubmap",
     "rasterize",
     "rle_decode",
@@ -73,5 +86,7 @@ __all__ = [
     "rle_encode_runs",
     "rle_to_runs",
     "runs_to_rle",
+    "shard_range",
     "synthetic",
+    "tissue_mask",
 ]
