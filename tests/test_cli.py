@@ -70,3 +70,39 @@ def test_synthetic_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
     assert main(["synthetic", str(out), "--train", "1", "--size", "600x800"]) == 2
     assert "another spec" in capsys.readouterr().err
+
+
+def test_tiles_contact_sheet(hubmap_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sheet.png"
+    assert main(["tiles", str(hubmap_root), "-o", str(out), "-n", "4", "--tile", "256"]) == 0
+    sheet = imagecodecs.png_decode(out.read_bytes())
+    assert sheet.shape == (2 * 68 + 4, 2 * 68 + 4, 3)
+    assert ((sheet == (0, 220, 0)).all(axis=2)).any()  # some glomerulus outline drawn
+    record = next(r for r in ts.hubmap.read_dataset(hubmap_root) if r.split == "train")
+    args = [
+        "tiles",
+        str(record.image),
+        "-o",
+        str(out),
+        "--sampler",
+        "grid",
+        "-n",
+        "3",
+        "--mask",
+        str(record.image.with_suffix(".json")),
+        "--tile",
+        "512",
+    ]
+    assert main(args) == 0
+    csv_args = [
+        "tiles",
+        str(record.image),
+        "-o",
+        str(out),
+        "-n",
+        "2",
+        "--mask",
+        str(hubmap_root / "train.csv"),
+    ]
+    assert main(csv_args) == 0
+    assert main(["tiles", str(hubmap_root), "-o", str(out), "--slide", "nope"]) == 2

@@ -85,7 +85,7 @@ def test_random_sampler_properties(sources: list[ts.SlideSource]) -> None:
         info = ds.infos[k]
         assert box.height == box.width == 128 and box.y % 2 == 0 and box.x % 2 == 0
         assert (
-            0 <= box.y and box.bottom <= info.shape[0] and 0 <= box.x and box.right <= info.shape[1]
+            box.y >= 0 and box.bottom <= info.shape[0] and box.x >= 0 and box.right <= info.shape[1]
         )
         centroids = info.centroids
         assert centroids is not None

@@ -1,4 +1,4 @@
-"""The ``tilestream`` command: ``info``, ``thumbnail`` and ``synthetic``."""
+"""The ``tilestream`` command: ``info``, ``thumbnail``, ``synthetic`` and ``tiles``."""
 
 from __future__ import annotations
 
@@ -94,6 +94,99 @@ def _cmd_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outline(mask: NDArray[np.uint8]) -> NDArray[np.bool_]:
+    """Pixels of the mask whose 4-neighbourhood leaves the mask (a 1-px contour)."""
+    m = mask > 0
+    inner = m.copy()
+    inner[1:, :] &= m[:-1, :]
+    inner[:-1, :] &= m[1:, :]
+    inner[:, 1:] &= m[:, :-1]
+    inner[:, :-1] &= m[:, 1:]
+    return m & ~inner
+
+
+def contact_sheet(
+    tiles: list[NDArray[np.uint8]], masks: list[NDArray[np.uint8] | None], gap: int = 4
+) -> NDArray[np.uint8]:
+    """Tiles in a square-ish grid on white, with the mask outline drawn in green."""
+    n = len(tiles)
+    cols = max(1, int(np.ceil(np.sqrt(n))))
+    rows = -(-n // cols)
+    h, w = tiles[0].shape[:2]
+    sheet = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap, 3), 255, np.uint8)
+    for i, (tile, mask) in enumerate(zip(tiles, masks, strict=True)):
+        rgb = np.repeat(tile[..., :1], 3, axis=2) if tile.shape[2] < 3 else tile[..., :3].copy()
+        if mask is not None:
+            rgb[_outline(mask)] = (0, 220, 0)
+        r, c = divmod(i, cols)
+        y, x = gap + r * (h + gap), gap + c * (w + gap)
+        sheet[y : y + h, x : x + w] = rgb
+    return sheet
+
+
+def _cmd_tiles(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .annotations import MaskSource, PolygonMask, RleMask
+    from .dataset import SlideSource, TileDataset
+    from .hubmap import read_dataset, read_rle_csv
+    from .sampling import GridSampler, RandomSampler
+
+    path = Path(args.path)
+    mask: MaskSource | None = None
+    regions = None
+    if path.is_dir():
+        records = sorted(  # a labelled slide first
+            (r for r in read_dataset(path) if args.slide in (None, r.id)),
+            key=lambda r: r.mask is None,
+        )
+        if not records:
+            print(f"tilestream: error: no slide {args.slide!r} in {path}", file=sys.stderr)
+            return 2
+        source = SlideSource.from_record(records[0])
+    else:
+        slide = Slide.open(path)
+        if args.mask:
+            mask_path = Path(args.mask)
+            if mask_path.suffix == ".json":
+                mask = PolygonMask.from_geojson(mask_path, slide.shape)
+            else:
+                rles = read_rle_csv(mask_path)
+                if path.stem not in rles:
+                    print(
+                        f"tilestream: error: {mask_path} has no row for id {path.stem!r}",
+                        file=sys.stderr,
+                    )
+                    return 2
+                mask = RleMask(rles[path.stem], slide.shape)
+        source = SlideSource(slide, mask=mask, regions=regions)
+    sampler: RandomSampler | GridSampler
+    if args.sampler == "random":
+        sampler = RandomSampler(
+            args.tile,
+            reduce=args.reduce,
+            min_tissue=args.min_tissue,
+            positive_fraction=args.positive_fraction if source.mask is not None else 0.0,
+        )
+        dataset = TileDataset([source], sampler, samples_per_epoch=args.n, seed=args.seed)
+    else:
+        sampler = GridSampler(args.tile, reduce=args.reduce, min_tissue=args.min_tissue)
+        dataset = TileDataset([source], sampler, samples_per_epoch=args.n, seed=args.seed)
+    tiles, masks = [], []
+    for sample in dataset:
+        tiles.append(sample["image"].permute(1, 2, 0).numpy())
+        masks.append(sample["mask"][0].numpy() if "mask" in sample else None)
+    if not tiles:
+        print(
+            "tilestream: error: the sampler produced no tiles (lower --min-tissue?)",
+            file=sys.stderr,
+        )
+        return 2
+    write_png(args.output, contact_sheet(tiles, masks))
+    print(f"wrote {args.output}: {len(tiles)} tiles of {tiles[0].shape[1]} px from {source.id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tilestream`` command."""
     parser = argparse.ArgumentParser(
@@ -137,6 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace a dataset made with other settings"
     )
     syn.set_defaults(func=_cmd_synthetic)
+
+    tiles = sub.add_parser(
+        "tiles", help="contact sheet of the tiles a sampler feeds the model, mask outlined"
+    )
+    tiles.add_argument("path", help="a slide, or a HuBMAP-layout dataset folder")
+    tiles.add_argument("-o", "--output", required=True, help="output PNG path")
+    tiles.add_argument("--sampler", choices=["random", "grid"], default="random")
+    tiles.add_argument("--mask", help="labels for a slide: QuPath/GeoJSON .json or an RLE .csv")
+    tiles.add_argument("--slide", help="slide id inside a dataset folder (default: the first)")
+    tiles.add_argument("--tile", type=int, default=1024, help="window side, level-0 px")
+    tiles.add_argument("--reduce", type=int, default=4, help="reduce factor (default 4)")
+    tiles.add_argument("-n", type=int, default=16, help="number of tiles (default 16)")
+    tiles.add_argument("--min-tissue", type=float, default=0.2)
+    tiles.add_argument("--positive-fraction", type=float, default=0.5)
+    tiles.add_argument("--seed", type=int, default=0)
+    tiles.set_defaults(func=_cmd_tiles)
     return parser
 
 
