@@ -54,9 +54,10 @@ def shapely_truth(
     points = shapely.points(x, y)
     inside = np.zeros(x.shape, dtype=bool)
     near = np.zeros(x.shape, dtype=bool)
-    for geom in geoms:
-        inside |= shapely.contains_xy(geom, x, y)
-        near |= shapely.dwithin(shapely.boundary(geom), points, 1e-9)
+    with np.errstate(all="ignore"):  # GEOS divides by zero on degenerate slivers
+        for geom in geoms:
+            inside |= shapely.contains_xy(geom, x, y)
+            near |= shapely.dwithin(shapely.boundary(geom), points, 1e-9)
     return inside, near
 
 
@@ -80,7 +81,8 @@ def star(draw: st.DrawFn, lo: float = -40.0, hi: float = 200.0) -> shapely.Polyg
     fractions = draw(st.lists(st.floats(0.25, 1.0), min_size=n, max_size=n))
     angles = np.sort(draw(st.lists(st.floats(0.0, 2 * np.pi), min_size=n, max_size=n, unique=True)))
     r = radius * np.asarray(fractions)
-    poly = shapely.Polygon(np.c_[cx + r * np.cos(angles), cy + r * np.sin(angles)])
+    xy = np.round(np.c_[cx + r * np.cos(angles), cy + r * np.sin(angles)], 6)
+    poly = shapely.Polygon(xy)
     if not poly.is_valid or poly.area < 1e-3:  # duplicate or collinear angles
         poly = shapely.box(cx, cy, cx + radius, cy + radius / 2)
     return poly

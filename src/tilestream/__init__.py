@@ -24,6 +24,7 @@ from .errors import (
     UnsupportedLayoutError,
 )
 from .geometry import Box
+from .inference import DiceScore, dice, dice_report, predict_slide, predict_slides, tta_transforms
 from .rasterize import rasterize
 from .reader import DEFAULT_MAX_PIXELS, IMAGE_FILL, Level, Slide
 from .rle import (
@@ -36,6 +37,7 @@ from .rle import (
 )
 from .sampling import GridSampler, RandomSampler, SourceInfo, shard_range
 from .splits import Fold, folds
+from .stitch import Stitcher, StitchError, blend_window
 from .tissue import TissueMap, tissue_mask
 
 __version__ = "0.1.0.dev0"
@@ -54,6 +56,7 @@ __all__ = [
     "CorruptTileError",
     "DatasetError",
     "DecompressionBombError",
+    "DiceScore",
     "EmptyImageError",
     "Fold",
     "GridSampler",
@@ -69,6 +72,8 @@ __all__ = [
     "SlideNotFoundError",
     "SlideSource",
     "SourceInfo",
+    "StitchError",
+    "Stitcher",
     "TileDataset",
     "TileReadError",
     "TilestreamError",
@@ -77,8 +82,13 @@ __all__ = [
     "UnsupportedCodecError",
     "UnsupportedLayoutError",
     "__version__",
+    "blend_window",
+    "dice",
+    "dice_report",
     "folds",
     "hubmap",
+    "predict_slide",
+    "predict_slides",
     "rasterize",
     "rle_decode",
     "rle_decode_window",
@@ -89,4 +99,5 @@ __all__ = [
     "shard_range",
     "synthetic",
     "tissue_mask",
+    "tta_transforms",
 ]

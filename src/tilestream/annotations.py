@@ -230,7 +230,7 @@ class ArrayMask:
     --------
     >>> import numpy as np, tilestream as ts
     >>> m = ts.ArrayMask(np.eye(4, dtype=np.uint8))
-    >>> m.read(ts.Box(-1, 0, 4, 4), reduce=2)
+    >>> m.read(ts.Box(-2, 0, 4, 4), reduce=2)
     array([[0, 0],
            [1, 0]], dtype=uint8)
     """
@@ -357,7 +357,18 @@ class PolygonMask:
         bounds = shapely.box(0, 0, self._shape[1], self._shape[0])
         array = np.asarray(geoms, dtype=object) if geoms else np.zeros(0, dtype=object)
         if array.size:
-            array = shapely.intersection(array, bounds)
+            # Clip only what crosses the slide edge: an intersection rewrites coordinates
+            # (ring start, orientation, rounding) and could move a pixel-centre decision.
+            b = shapely.bounds(array)
+            inside = (
+                (b[:, 0] >= 0)
+                & (b[:, 1] >= 0)
+                & (b[:, 2] <= self._shape[1])
+                & (b[:, 3] <= self._shape[0])
+            )
+            crossing = ~inside & ~shapely.is_empty(array)
+            if crossing.any():
+                array[crossing] = shapely.intersection(array[crossing], bounds)
             array = np.array([_polygonal_part(g) for g in array], dtype=object)
             polygonal = np.array([g is not None and not g.is_empty for g in array], dtype=bool)
             names = [n for n, ok in zip(names, polygonal, strict=True) if ok]
@@ -389,8 +400,8 @@ class PolygonMask:
         classes : sequence or mapping, optional
             ``None``: every polygon reads as 1. A sequence of class names: only those classes,
             read as 1, 2, ... in that order. A mapping name -> value. The class of a feature is
-            ``properties.classification.name`` (QuPath), else ``properties.name``, else
-            ``properties.label``, else ``None``.
+            ``properties.classification.name`` (QuPath), else ``properties.name``,
+            ``properties.label`` or ``properties.class``, else ``None``.
 
         Notes
         -----
@@ -422,7 +433,11 @@ class PolygonMask:
             geom = _feature_geometry(feature, f"{path}: {label}")
             if geom is None:
                 continue
-            clipped = _polygonal_part(shapely.intersection(geom, shapely.box(0, 0, w, h)))
+            minx, miny, maxx, maxy = geom.bounds
+            if minx >= 0 and miny >= 0 and maxx <= w and maxy <= h:
+                clipped = geom
+            else:
+                clipped = _polygonal_part(shapely.intersection(geom, shapely.box(0, 0, w, h)))
             if clipped is None or clipped.is_empty:
                 warnings.warn(
                     f"{path}: {label} lies outside the slide (bounds {tuple(round(b) for b in geom.bounds)}"

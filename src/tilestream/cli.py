@@ -89,7 +89,11 @@ def _cmd_synthetic(args: argparse.Namespace) -> int:
         glomeruli_per_mpx=args.density,
         layouts=tuple(args.layouts.split(",")),
     )
-    root = make_dataset(args.out_dir, spec, overwrite=args.overwrite)
+    try:
+        root = make_dataset(args.out_dir, spec, overwrite=args.overwrite)
+    except FileExistsError as err:
+        print(f"tilestream: error: {err} (on the command line: --overwrite)", file=sys.stderr)
+        return 2
     print(f"synthetic HuBMAP dataset in {root} ({args.train} train, {args.test} test slides)")
     return 0
 

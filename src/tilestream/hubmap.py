@@ -38,7 +38,6 @@ TRAIN_CSV = "train.csv"
 INFO_CSV = "HuBMAP-20-dataset_information.csv"
 SAMPLE_SUBMISSION = "sample_submission.csv"
 
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # whole-slide RLE cells are megabytes
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,7 @@ class SlideRecord:
     image : Path
         The TIFF.
     split : {"train", "test"}
+        The sub-folder the image is in (test slides have no labels).
     shape : (int, int)
         ``(H, W)`` at level 0 (from the information CSV, else from the TIFF).
     mask : MaskSource or None
@@ -81,6 +81,8 @@ def read_rle_csv(path: str | os.PathLike[str], value_column: str | None = None) 
     Empty or NaN cells mean an empty mask (``""``).
     """
     path = Path(path)
+    if csv.field_size_limit() < 2**31 - 1:  # whole-slide RLE cells are megabytes
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         fields = reader.fieldnames or []
@@ -201,7 +203,7 @@ def read_dataset(
             )
     if not found_any:
         problems.append(f"{root}: no 'train/' or 'test/' folder with TIFF images")
-    known = {r.id for r in records if r.split == "train"}
+    known = {p.stem for p in (root / "train").glob("*.tif*")}
     orphans = sorted(set(train_rle) - known)
     if orphans and any((root / "train").glob("*.tif*")):
         problems.append(f"{TRAIN_CSV} lists ids without an image in train/: {', '.join(orphans)}")
@@ -224,7 +226,7 @@ def write_submission(
     --------
     >>> import tempfile, os
     >>> p = write_submission(os.path.join(tempfile.mkdtemp(), "submission.csv"), {"a1": "3 2", "b2": ""})
-    >>> open(p).read().splitlines()
+    >>> p.read_text().splitlines()
     ['id,predicted', 'a1,3 2', 'b2,']
     """
     return write_rle_csv(path, predictions, value_column="predicted")

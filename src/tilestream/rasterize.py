@@ -84,29 +84,53 @@ def _first_centre(y: float, reduce: float, hi: int) -> int:
     return i
 
 
+# columns of the per-edge float scratch
+_X, _Y, _DX, _DY, _SLOPE, _T = 0, 1, 2, 3, 4, 5
+
+
 @njit
-def _exact_column(
-    e: int,
-    row: int,
-    e_x: NDArray[np.float64],
-    e_y: NDArray[np.float64],
-    e_dx: NDArray[np.float64],
-    e_dy: NDArray[np.float64],
-    reduce: float,
-) -> float:
+def _exact_column(ef: NDArray[np.float64], e: int, row: int, reduce: float) -> float:
     """The first column whose centre is at or right of edge ``e``'s crossing with ``row``.
 
     The crossing ``x + (cy - y) * dx / dy`` is exact whenever the true crossing is
     representable (integer and half-integer vertices, say), so ties go by the rule.
     """
     cy = (row + 0.5) * reduce
-    x = e_x[e] + (cy - e_y[e]) * e_dx[e] / e_dy[e]
+    x = ef[e, _X] + (cy - ef[e, _Y]) * ef[e, _DX] / ef[e, _DY]
     j = np.ceil(x / reduce - 0.5)
     while (j - 0.5) * reduce >= x:
         j -= 1.0
     while (j + 0.5) * reduce < x:
         j += 1.0
     return j
+
+
+@njit
+def _close_chain(
+    ef: NDArray[np.float64],
+    ei: NDArray[np.int64],
+    chains: NDArray[np.int64],
+    n_chains: int,
+    first: int,
+    n_edges: int,
+    direction: int,
+) -> int:
+    """Record edges ``first:n_edges`` as a chain, top to bottom; return the chain count."""
+    if n_edges == first:
+        return n_chains
+    if direction < 0:  # an upward chain: its edges came bottom first
+        lo = first
+        hi = n_edges - 1
+        while lo < hi:
+            for c in range(6):
+                ef[lo, c], ef[hi, c] = ef[hi, c], ef[lo, c]
+            for c in range(2):
+                ei[lo, c], ei[hi, c] = ei[hi, c], ei[lo, c]
+            lo += 1
+            hi -= 1
+    chains[n_chains, 0] = first
+    chains[n_chains, 1] = n_edges - 1
+    return n_chains + 1
 
 
 @njit
@@ -120,14 +144,9 @@ def _fill_polygon(
     x0: float,
     reduce: float,
     out: NDArray[np.uint8],
-    e_start: NDArray[np.int64],
-    e_stop: NDArray[np.int64],
-    e_x: NDArray[np.float64],
-    e_y: NDArray[np.float64],
-    e_dx: NDArray[np.float64],
-    e_dy: NDArray[np.float64],
-    e_slope: NDArray[np.float64],
-    e_t: NDArray[np.float64],
+    ef: NDArray[np.float64],
+    ei: NDArray[np.int64],
+    chains: NDArray[np.int64],
     active: NDArray[np.int64],
     cols: NDArray[np.float64],
 ) -> bool:
@@ -139,15 +158,23 @@ def _fill_polygon(
     1. Edge table: each non-horizontal edge, oriented downwards (so an edge shared by two
        polygons gives both the same crossings), covers the rows whose centre ``cy`` has
        ``y_top <= cy < y_bottom``, clipped to the window; edges outside it are dropped.
-    2. Sweep: rows are visited between events (an edge starts or ends). For each active edge
-       the crossing gives the first column whose centre ``cx >= crossing``: from the edge's
-       slope, in reduced units (``e_t`` at its first row, plus the slope per row), or from
-       :func:`_exact_column` when that lands within ``_TIE`` of a boundary.
+       Consecutive edges going the same way (down or up) form a chain that covers a
+       contiguous run of rows, stored top to bottom: the sweep follows a chain edge by edge
+       without an event, so a convex polygon is two chains, whatever its vertex count.
+    2. Sweep: rows are visited between events (a chain starts or ends). On each row, each
+       active chain's crossing gives the first column whose centre ``cx >= crossing``: from
+       the edge's slope, in reduced units (``_T`` at the edge's first row, plus ``_SLOPE``
+       per row), or from :func:`_exact_column` when that lands within ``_TIE`` of a boundary.
     3. Even-odd: sorted, the columns pair up as spans ``[enter, exit)``, which are filled.
        (A pixel is inside when an odd number of crossings lie at or left of its centre.)
+
+    Scratch: ``ef`` (edges, 6) float64 and ``ei`` (edges, 2) int64 (first row, stop row);
+    ``chains`` (edges, 3) int64 (first edge, last edge, current edge); ``active`` and
+    ``cols`` hold one entry per active chain.
     """
     h, w = out.shape
     n_edges = 0
+    n_chains = 0
     for ring in range(ring_lo, ring_hi):
         start = ring_offsets[ring]
         stop = ring_offsets[ring + 1]
@@ -159,6 +186,8 @@ def _fill_polygon(
             return False
         x_prev = x_first
         y_prev = y_first
+        direction = 0  # of the open chain: 1 down, -1 up
+        chain_first = n_edges
         # q == stop closes the ring (a no-op for shapely's rings, which repeat the first vertex)
         for q in range(start + 1, stop + 1):
             if q < stop:
@@ -169,70 +198,109 @@ def _fill_polygon(
             else:
                 x = x_first
                 y = y_first
-            if y != y_prev:
+            if y != y_prev:  # horizontal edges cross no row and do not break a chain
                 if y_prev < y:
-                    xa, ya, xb, yb = x_prev, y_prev, x, y
+                    xa, ya, xb, yb, d = x_prev, y_prev, x, y, 1
                 else:
-                    xa, ya, xb, yb = x, y, x_prev, y_prev
+                    xa, ya, xb, yb, d = x, y, x_prev, y_prev, -1
+                if d != direction:
+                    n_chains = _close_chain(
+                        ef, ei, chains, n_chains, chain_first, n_edges, direction
+                    )
+                    direction = d
+                    chain_first = n_edges
                 top = _first_centre(ya, reduce, h)
                 bottom = _first_centre(yb, reduce, h)
                 if top < bottom:
-                    e_start[n_edges] = top
-                    e_stop[n_edges] = bottom
-                    e_x[n_edges] = xa
-                    e_y[n_edges] = ya
-                    e_dx[n_edges] = xb - xa
-                    e_dy[n_edges] = yb - ya
-                    # crossing with the first row in reduced units (pixel centres at integers);
-                    # it moves by the slope dx / dy per reduced row
                     slope = (xb - xa) / (yb - ya)
-                    e_slope[n_edges] = slope
-                    e_t[n_edges] = (xa + ((top + 0.5) * reduce - ya) * slope) / reduce - 0.5
+                    ei[n_edges, 0] = top
+                    ei[n_edges, 1] = bottom
+                    ef[n_edges, _X] = xa
+                    ef[n_edges, _Y] = ya
+                    ef[n_edges, _DX] = xb - xa
+                    ef[n_edges, _DY] = yb - ya
+                    ef[n_edges, _SLOPE] = slope
+                    # the crossing with the first row, in reduced units (centres at integers)
+                    ef[n_edges, _T] = (xa + ((top + 0.5) * reduce - ya) * slope) / reduce - 0.5
                     n_edges += 1
             x_prev = x
             y_prev = y
-    if n_edges == 0:
+        n_chains = _close_chain(ef, ei, chains, n_chains, chain_first, n_edges, direction)
+    if n_chains == 0:
         return True
-    order = np.argsort(e_start[:n_edges])
-    row = e_start[order[0]]
+
+    # chains by first row (insertion sort: few chains); chains[:, 2] = current edge
+    order = active[n_chains:]  # spare room: at most n_chains chains are ever active
+    for c in range(n_chains):
+        chains[c, 2] = chains[c, 0]
+        key = ei[chains[c, 0], 0]
+        b = c
+        while b > 0 and ei[chains[order[b - 1], 0], 0] > key:
+            order[b] = order[b - 1]
+            b -= 1
+        order[b] = c
+    row = ei[chains[order[0], 0], 0]
     n_active = 0
     nxt = 0
     while True:
-        # event: edges ending at this row leave, edges starting here join
+        # event: chains ending at this row leave, chains starting here join
         kept = 0
         for a in range(n_active):
-            e = active[a]
-            if e_stop[e] > row:
-                active[kept] = e
+            c = active[a]
+            if ei[chains[c, 1], 1] > row:
+                active[kept] = c
                 kept += 1
         n_active = kept
-        while nxt < n_edges and e_start[order[nxt]] <= row:
+        while nxt < n_chains and ei[chains[order[nxt], 0], 0] <= row:
             active[n_active] = order[nxt]
             n_active += 1
             nxt += 1
         if n_active == 0:
-            if nxt == n_edges:
+            if nxt == n_chains:
                 break
-            row = e_start[order[nxt]]
+            row = ei[chains[order[nxt], 0], 0]
             continue
-        next_event = e_start[order[nxt]] if nxt < n_edges else h
+        next_event = ei[chains[order[nxt], 0], 0] if nxt < n_chains else h
         for a in range(n_active):
-            if e_stop[active[a]] < next_event:
-                next_event = e_stop[active[a]]
-        # rows row .. next_event - 1 share one set of active edges
+            end = ei[chains[active[a], 1], 1]
+            if end < next_event:
+                next_event = end
+        # rows row .. next_event - 1 share one set of active chains
         if n_active == 2:  # the common case, without the sorting
-            ea = active[0]
-            eb = active[1]
+            ca = active[0]
+            cb = active[1]
+            ea = chains[ca, 2]
+            eb = chains[cb, 2]
+            stop_a = -1  # forces loading edge ea's fields
+            stop_b = -1
             while row < next_event:
-                # evaluated, not accumulated: within ~1e-6 px of the truth for |x| < _BIG
-                t_a = e_t[ea] + (row - e_start[ea]) * e_slope[ea]
-                t_b = e_t[eb] + (row - e_start[eb]) * e_slope[eb]
+                # _column, inlined by hand with the edge's fields in locals: the hot path
+                if row >= stop_a:
+                    while ei[ea, 1] <= row:
+                        ea += 1
+                    first_a, stop_a, t0_a, slope_a = (
+                        ei[ea, 0],
+                        ei[ea, 1],
+                        ef[ea, _T],
+                        ef[ea, _SLOPE],
+                    )
+                if row >= stop_b:
+                    while ei[eb, 1] <= row:
+                        eb += 1
+                    first_b, stop_b, t0_b, slope_b = (
+                        ei[eb, 0],
+                        ei[eb, 1],
+                        ef[eb, _T],
+                        ef[eb, _SLOPE],
+                    )
+                t_a = t0_a + (row - first_a) * slope_a
                 j_a = np.ceil(t_a)
                 if j_a - t_a < _TIE or t_a - j_a + 1.0 < _TIE:
-                    j_a = _exact_column(ea, row, e_x, e_y, e_dx, e_dy, reduce)
+                    j_a = _exact_column(ef, ea, row, reduce)
+                t_b = t0_b + (row - first_b) * slope_b
                 j_b = np.ceil(t_b)
                 if j_b - t_b < _TIE or t_b - j_b + 1.0 < _TIE:
-                    j_b = _exact_column(eb, row, e_x, e_y, e_dx, e_dy, reduce)
+                    j_b = _exact_column(ef, eb, row, reduce)
                 left = min(j_a, j_b)
                 right = max(j_a, j_b)
                 if left < 0.0:
@@ -242,14 +310,20 @@ def _fill_polygon(
                 if left < right:
                     out[row, np.int64(left) : np.int64(right)] = value
                 row += 1
+            chains[ca, 2] = ea
+            chains[cb, 2] = eb
             continue
         while row < next_event:
             for a in range(n_active):
-                e = active[a]
-                t = e_t[e] + (row - e_start[e]) * e_slope[e]
+                c = active[a]
+                e = chains[c, 2]
+                while ei[e, 1] <= row:
+                    e += 1
+                chains[c, 2] = e
+                t = ef[e, _T] + (row - ei[e, 0]) * ef[e, _SLOPE]
                 j = np.ceil(t)
                 if j - t < _TIE or t - j + 1.0 < _TIE:
-                    j = _exact_column(e, row, e_x, e_y, e_dx, e_dy, reduce)
+                    j = _exact_column(ef, e, row, reduce)
                 # insertion sort by column: the order barely changes from row to row
                 b = a
                 while b > 0 and cols[b - 1] > j:
@@ -257,7 +331,7 @@ def _fill_polygon(
                     active[b] = active[b - 1]
                     b -= 1
                 cols[b] = j
-                active[b] = e
+                active[b] = c
             for a in range(0, n_active - 1, 2):
                 left = cols[a]
                 right = cols[a + 1]
@@ -312,21 +386,16 @@ def _fill_indexed(
     if n_keep == 0:
         return -1
     keep = np.sort(keep[:n_keep])
-    e_start = np.empty(max_edges, dtype=np.int64)
-    e_stop = np.empty(max_edges, dtype=np.int64)
-    e_x = np.empty(max_edges, dtype=np.float64)
-    e_y = np.empty(max_edges, dtype=np.float64)
-    e_dx = np.empty(max_edges, dtype=np.float64)
-    e_dy = np.empty(max_edges, dtype=np.float64)
-    e_slope = np.empty(max_edges, dtype=np.float64)
-    e_t = np.empty(max_edges, dtype=np.float64)
-    active = np.empty(max_edges, dtype=np.int64)
+    ef = np.empty((max_edges, 6), dtype=np.float64)
+    ei = np.empty((max_edges, 2), dtype=np.int64)
+    chains = np.empty((max_edges, 3), dtype=np.int64)
+    active = np.empty(2 * max_edges, dtype=np.int64)
     cols = np.empty(max_edges, dtype=np.float64)
     for k in range(n_keep):
         p = keep[k]
         ok = _fill_polygon(
             xy, ring_offsets, poly_rings[p], poly_rings[p + 1], values[p], y0f, x0f, rf,
-            out, e_start, e_stop, e_x, e_y, e_dx, e_dy, e_slope, e_t, active, cols,
+            out, ef, ei, chains, active, cols,
         )  # fmt: skip
         if not ok:
             return p
@@ -367,21 +436,16 @@ def _fill_rings(
                 max_edges = ring_offsets[r + 1] - first
             first = ring_offsets[r + 1]
     rf = float(reduce)
-    e_start = np.empty(max_edges, dtype=np.int64)
-    e_stop = np.empty(max_edges, dtype=np.int64)
-    e_x = np.empty(max_edges, dtype=np.float64)
-    e_y = np.empty(max_edges, dtype=np.float64)
-    e_dx = np.empty(max_edges, dtype=np.float64)
-    e_dy = np.empty(max_edges, dtype=np.float64)
-    e_slope = np.empty(max_edges, dtype=np.float64)
-    e_t = np.empty(max_edges, dtype=np.float64)
-    active = np.empty(max_edges, dtype=np.int64)
+    ef = np.empty((max_edges, 6), dtype=np.float64)
+    ei = np.empty((max_edges, 2), dtype=np.int64)
+    chains = np.empty((max_edges, 3), dtype=np.int64)
+    active = np.empty(2 * max_edges, dtype=np.int64)
     cols = np.empty(max_edges, dtype=np.float64)
     fill = np.uint8(value)
     for p in range(n_polys):
         ok = _fill_polygon(
             xy, ring_offsets, poly_rings[p], poly_rings[p + 1], fill, float(y0), float(x0),
-            rf, out, e_start, e_stop, e_x, e_y, e_dx, e_dy, e_slope, e_t, active, cols,
+            rf, out, ef, ei, chains, active, cols,
         )  # fmt: skip
         if not ok:
             return p
@@ -629,6 +693,10 @@ class PolygonIndex:
     ) -> None:
         arr = _as_geometry_array(geoms)
         polys, src = _polygons(arr)
+        empty = shapely.is_empty(polys)
+        if empty.any():  # their bounds are NaN
+            src = (np.arange(polys.shape[0], dtype=np.int64) if src is None else src)[~empty]
+            polys = polys[~empty]
         n = polys.shape[0]
         self._values = _per_polygon_values(values, arr.shape[0], n, src)
         self._src = src
@@ -653,7 +721,7 @@ class PolygonIndex:
         self._max_height = float((bounds[:, 3] - bounds[:, 1]).max()) if n else 0.0
 
     def __len__(self) -> int:
-        """Number of polygons after exploding MultiPolygons and collections."""
+        """Number of non-empty polygons, after exploding MultiPolygons and collections."""
         return int(self._values.shape[0])
 
     def __repr__(self) -> str:

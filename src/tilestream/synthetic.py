@@ -219,9 +219,9 @@ def slide_labels(spec: SlideSpec) -> SlideLabels:
 class _PolygonRaster:
     """An array-like (H, W) whose slices are rasterized on demand (for band-wise RLE encoding)."""
 
-    def __init__(self, polygons: Sequence[shapely.Polygon], shape: tuple[int, int]) -> None:
-        self.mask = PolygonMask(polygons, shape)
-        self.shape = shape
+    def __init__(self, mask: PolygonMask) -> None:
+        self.mask = mask
+        self.shape = mask.shape
         self.ndim = 2
         self.dtype = np.dtype(np.uint8)
 
@@ -500,9 +500,7 @@ def make_dataset(
                 ).to_geojson(glom_json)
             # The RLE of the polygons as written (re-read, so it matches the file exactly).
             polygons = PolygonMask.from_geojson(glom_json, shape)
-            train_rows.append(
-                (slide_id, rle_encode(_PolygonRaster(list(polygons.geometries), shape)))
-            )
+            train_rows.append((slide_id, rle_encode(_PolygonRaster(polygons))))
         else:
             test_ids.append(slide_id)
         cortex = labels.regions.get("Cortex")

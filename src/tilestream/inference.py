@@ -1,0 +1,535 @@
+"""Whole-slide inference: `predict_slide` (windows -> batches -> model -> Stitcher), slide-level
+Dice from two mask sources, and `predict_slides` over many slides on dask.distributed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch.utils.data import DataLoader
+
+from ._io import atomic_path
+from ._jit import njit
+from .annotations import MaskSource, RleMask
+from .dataset import SlideSource, TileDataset
+from .geometry import Box
+from .hubmap import write_submission
+from .reader import Slide
+from .rle import rle_to_runs
+from .sampling import GridSampler
+from .stitch import Blend, StitchError, Stitcher
+from .tissue import TissueMap
+
+__all__ = [
+    "DiceScore",
+    "dice",
+    "dice_report",
+    "predict_slide",
+    "predict_slides",
+    "tta_transforms",
+]
+
+logger = logging.getLogger("tilestream")
+
+TTA = Literal["flips", "d4"] | None
+Activation = Literal["sigmoid", "softmax"] | None
+Tensor = torch.Tensor
+
+
+def tta_transforms(tta: TTA) -> list[tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]]:
+    """``(forward, inverse)`` pairs on ``(B, C, H, W)`` tensors for test-time augmentation.
+
+    ``None``: identity. ``"flips"``: identity, horizontal, vertical, both (4). ``"d4"``: the 8
+    symmetries of the square (rotations by 90 degrees, with and without a transpose).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.arange(6.0).reshape(1, 1, 2, 3)
+    >>> all(torch.equal(inv(fwd(x)), x) for fwd, inv in tta_transforms("flips"))
+    True
+    """
+
+    def ident(t: Tensor) -> Tensor:
+        return t
+
+    if tta is None:
+        return [(ident, ident)]
+    if tta == "flips":
+        pairs = []
+        for dims in ((), (3,), (2,), (2, 3)):
+            if not dims:
+                pairs.append((ident, ident))
+                continue
+
+            def flip(t: Tensor, d: tuple[int, ...] = dims) -> Tensor:
+                return torch.flip(t, d)
+
+            pairs.append((flip, flip))
+        return pairs
+    if tta == "d4":
+        pairs = []
+        for transpose in (False, True):
+            for k in range(4):
+
+                def fwd(t: Tensor, k: int = k, tr: bool = transpose) -> Tensor:
+                    t = t.transpose(2, 3) if tr else t
+                    return torch.rot90(t, k, (2, 3))
+
+                def inv(t: Tensor, k: int = k, tr: bool = transpose) -> Tensor:
+                    t = torch.rot90(t, -k, (2, 3))
+                    return t.transpose(2, 3) if tr else t
+
+                pairs.append((fwd, inv))
+        return pairs
+    raise ValueError(f'tta must be None, "flips" or "d4", got {tta!r}')
+
+
+def _default_preprocess(images: Tensor) -> Tensor:
+    return images.float().div_(255.0)
+
+
+def predict_slide(
+    model: Callable[[Tensor], Tensor],
+    slide: Slide | str | os.PathLike[str],
+    *,
+    tile: int,
+    overlap: int = 0,
+    reduce: int = 1,
+    batch_size: int = 8,
+    tta: TTA = None,
+    device: str | torch.device | None = None,
+    amp: bool = False,
+    min_tissue: float = 0.0,
+    progress: bool = True,
+    store: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    blend: Blend = "gaussian",
+    activation: Activation = "sigmoid",
+    channels: int = 1,
+    num_workers: int = 0,
+    preprocess: Callable[[Tensor], Tensor] | None = None,
+    tissue: TissueMap | None = None,
+    slide_id: str | None = None,
+) -> Stitcher:
+    """Predict a whole slide window by window and blend the windows into a :class:`Stitcher`.
+
+    Parameters
+    ----------
+    model : callable
+        A torch module (or any callable) from ``(B, C, h, w)`` float tensors to ``(B, channels,
+        h, w)``, with ``h = tile // reduce``. Set to eval mode here when it is a module.
+    slide : Slide or path
+        The slide.
+    tile, overlap : int
+        Window side and overlap in level-0 pixels (stride ``tile - overlap``).
+    reduce : int
+        Reduce factor: the model sees ``tile // reduce`` pixels per side.
+    batch_size : int
+        Windows per forward pass.
+    tta : {None, "flips", "d4"}
+        Test-time augmentation: each batch is predicted under every transform and the inverse
+        transformed probabilities are averaged before blending.
+    device : str or torch.device, optional
+        Default: CUDA when available, else CPU.
+    amp : bool
+        Autocast the forward pass (float16 on CUDA, bfloat16 on CPU).
+    min_tissue : float
+        Windows whose tissue fraction (thumbnail rule) is below this are not predicted; they
+        count as background (probability 0). 0 predicts every window.
+    progress : bool
+        Show a tqdm progress bar.
+    store, resume :
+        Passed to :class:`Stitcher`: a zarr canvas on disk for slides beyond RAM.
+    blend : {"gaussian", "pyramid", "mean", "center"}
+        Window weighting.
+    activation : {"sigmoid", "softmax", None}
+        Applied to the model output: ``"sigmoid"`` when the model returns logits (the default
+        and the segmentation-models-pytorch convention), ``None`` when it already returns
+        probabilities.
+    channels : int
+        Channels the model must return.
+    num_workers : int
+        DataLoader workers reading and decoding windows while the model computes.
+    preprocess : callable, optional
+        Maps the uint8 ``(B, C, h, w)`` batch (on the device) to the model input; default
+        ``x / 255`` as float32.
+    tissue : TissueMap, optional
+        A precomputed tissue map (for ``min_tissue``).
+    slide_id : str, optional
+        Recorded in an on-disk store.
+
+    Returns
+    -------
+    Stitcher
+        Call :meth:`Stitcher.to_rle`, :meth:`Stitcher.mask` or :meth:`Stitcher.probabilities`.
+
+    Raises
+    ------
+    StitchError
+        The model returns the wrong shape or NaN.
+    """
+    source = SlideSource(slide, tissue=tissue, id=slide_id)
+    sampler = GridSampler(tile, overlap=overlap, reduce=reduce, min_tissue=min_tissue)
+    dataset = TileDataset([source], sampler)
+    stitcher = Stitcher(
+        source.slide.shape,
+        reduce=reduce,
+        tile=tile,
+        blend=blend,
+        overlap=overlap,
+        channels=channels,
+        store=store,
+        resume=resume,
+        slide_id=slide_id or source.id,
+    )
+    device = (
+        torch.device(device)
+        if device is not None
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    preprocess = preprocess or _default_preprocess
+    transforms = tta_transforms(tta)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    total = math.ceil(len(dataset) / batch_size)
+    bar = _progress(total, f"predict {source.id}", progress)
+    autocast = (
+        torch.autocast(
+            device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16
+        )
+        if amp
+        else nullcontext()
+    )
+    side = tile // reduce
+    with torch.inference_mode(), autocast:
+        for batch in loader:
+            images = preprocess(batch["image"].to(device, non_blocking=True))
+            probs = None
+            for forward, inverse in transforms:
+                out = model(forward(images))
+                if not isinstance(out, torch.Tensor) or tuple(out.shape) != (
+                    images.shape[0],
+                    channels,
+                    side,
+                    side,
+                ):
+                    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                    raise StitchError(
+                        f"the model must return shape (batch, channels, h, w) = "
+                        f"{(images.shape[0], channels, side, side)} for windows of {tile} px at "
+                        f"reduce {reduce}, got {got}"
+                    )
+                out = out.float()
+                if activation == "sigmoid":
+                    out = torch.sigmoid(out)
+                elif activation == "softmax":
+                    out = torch.softmax(out, dim=1)
+                out = inverse(out)
+                probs = out if probs is None else probs + out
+            assert probs is not None
+            probs = (probs / len(transforms)).cpu().numpy()
+            for box_row, p in zip(batch["box"].tolist(), probs, strict=True):
+                stitcher.add(Box(*box_row), p)
+            bar.update(1)
+    bar.close()
+    stitcher.flush()
+    return stitcher
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return _NoBar()
+    return tqdm(total=total, desc=desc, unit="batch", leave=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Dice
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiceScore:
+    """Pixel counts of a prediction against the truth at level 0, and their Dice."""
+
+    intersection: int
+    pred_area: int
+    truth_area: int
+
+    @property
+    def dice(self) -> float:
+        """``2 |P and T| / (|P| + |T|)``; 1.0 when both masks are empty (Kaggle's rule)."""
+        total = self.pred_area + self.truth_area
+        return 1.0 if total == 0 else 2.0 * self.intersection / total
+
+
+@njit
+def _runs_overlap(
+    s1: NDArray[np.int64], l1: NDArray[np.int64], s2: NDArray[np.int64], l2: NDArray[np.int64]
+) -> int:
+    total = 0
+    i = 0
+    j = 0
+    while i < s1.size and j < s2.size:
+        a0, a1 = s1[i], s1[i] + l1[i]
+        b0, b1 = s2[j], s2[j] + l2[j]
+        lo = max(a0, b0)
+        hi = min(a1, b1)
+        if hi > lo:
+            total += hi - lo
+        if a1 < b1:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def _runs(source: Any, order: str) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
+    if isinstance(source, RleMask) and source.order == order:
+        return source.starts, source.lengths
+    if isinstance(source, Stitcher):
+        return rle_to_runs(source.to_rle(order=order))  # type: ignore[arg-type]
+    return None
+
+
+def dice(
+    pred: MaskSource | Stitcher,
+    truth: MaskSource | Stitcher,
+    *,
+    window: int = 4096,
+    threshold: float = 0.5,
+) -> DiceScore:
+    """Slide-level Dice of two masks at level 0, streamed (no full-resolution mask).
+
+    RLE masks and stitchers are compared run against run in O(runs); other sources
+    (polygons, arrays) window by window (``window`` x ``window`` level-0 pixels at a time).
+    A :class:`Stitcher` is thresholded at ``threshold``.
+
+    Examples
+    --------
+    >>> import numpy as np, tilestream as ts
+    >>> a = ts.RleMask("1 4", (4, 4)); b = ts.ArrayMask(np.eye(4, dtype=np.uint8))
+    >>> score = dice(a, b)
+    >>> score.intersection, score.pred_area, score.truth_area, round(score.dice, 3)
+    (1, 4, 4, 0.25)
+    """
+    if tuple(pred.shape) != tuple(truth.shape):
+        raise ValueError(f"masks differ in shape: {tuple(pred.shape)} vs {tuple(truth.shape)}")
+    for order in ("F", "C"):
+        a, b = _runs(pred, order), _runs(truth, order)
+        if a is not None and b is not None:
+            return DiceScore(
+                int(_runs_overlap(a[0], a[1], b[0], b[1])), int(a[1].sum()), int(b[1].sum())
+            )
+    p = pred.as_mask_source(threshold) if isinstance(pred, Stitcher) else pred
+    t = truth.as_mask_source(threshold) if isinstance(truth, Stitcher) else truth
+    h, w = pred.shape
+    inter = pa = ta = 0
+    for y in range(0, h, window):
+        for x in range(0, w, window):
+            box = Box(y, x, min(window, h - y), min(window, w - x))
+            mp = p.read(box) > 0
+            mt = t.read(box) > 0
+            inter += int(np.count_nonzero(mp & mt))
+            pa += int(np.count_nonzero(mp))
+            ta += int(np.count_nonzero(mt))
+    return DiceScore(inter, pa, ta)
+
+
+def dice_report(
+    pairs: Mapping[str, tuple[MaskSource | Stitcher, MaskSource | Stitcher]],
+) -> list[dict[str, Any]]:
+    """Per-slide Dice rows (``slide``, ``dice``, ``intersection``, ``pred_area``,
+    ``truth_area``) followed by a ``mean`` row (the mean of the slide Dice scores)."""
+    rows: list[dict[str, Any]] = []
+    for slide_id, (pred, truth) in pairs.items():
+        score = dice(pred, truth)
+        rows.append(
+            {
+                "slide": slide_id,
+                "dice": score.dice,
+                "intersection": score.intersection,
+                "pred_area": score.pred_area,
+                "truth_area": score.truth_area,
+            }
+        )
+    if rows:
+        rows.append({"slide": "mean", "dice": float(np.mean([r["dice"] for r in rows]))})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Many slides on dask.distributed
+# --------------------------------------------------------------------------------------------
+
+
+def _slide_id(path: str | os.PathLike[str]) -> str:
+    return Path(path).name.split(".")[0]
+
+
+def _predict_one(
+    model_factory: Callable[[], Any],
+    path: str,
+    out_dir: str,
+    options: dict[str, Any],
+    threshold: float,
+    keep_probabilities: bool,
+) -> tuple[str, str]:
+    """One slide: reuse a finished RLE, else predict into a fresh store and write the RLE."""
+    slide_id = _slide_id(path)
+    out = Path(out_dir)
+    rle_path = out / f"{slide_id}.rle"
+    if rle_path.is_file():
+        return slide_id, rle_path.read_text(encoding="utf-8")
+    store = out / f"{slide_id}.zarr" if keep_probabilities else None
+    if store is not None and store.exists():
+        shutil.rmtree(store)  # a worker died mid-slide: its partial canvas is not reusable
+    model = model_factory()
+    stitcher = predict_slide(model, path, store=store, slide_id=slide_id, progress=False, **options)
+    rle = stitcher.to_rle(threshold)
+    with atomic_path(rle_path, ".rle") as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(rle)
+    return slide_id, rle
+
+
+def predict_slides(
+    model_factory: Callable[[], Any],
+    slide_paths: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    client: Any = None,
+    n_workers: int = 2,
+    serial: bool = False,
+    threshold: float = 0.5,
+    keep_probabilities: bool = True,
+    submission: str = "submission.csv",
+    tile: int,
+    overlap: int = 0,
+    reduce: int = 1,
+    batch_size: int = 8,
+    tta: TTA = None,
+    device: str | None = None,
+    amp: bool = False,
+    min_tissue: float = 0.0,
+    blend: Blend = "gaussian",
+    activation: Activation = "sigmoid",
+    retries: int = 2,
+) -> Path:
+    """Predict many slides, one task per slide, and write ``submission.csv``; return its path.
+
+    Parameters
+    ----------
+    model_factory : callable
+        Builds the model in the worker (must pickle: a top-level function or a
+        ``functools.partial``).
+    slide_paths : sequence of paths
+        The slides; the Kaggle id is the file name up to its first dot.
+    out_dir : path
+        Receives ``{id}.rle`` per finished slide (written atomically: the "done" marker),
+        ``{id}.zarr`` (the probability canvas, when ``keep_probabilities``) and the submission.
+    client : dask.distributed.Client, optional
+        Where the tasks run; default a ``LocalCluster`` of ``n_workers`` single-threaded
+        processes, closed afterwards.
+    serial : bool
+        Run in this process, one slide after the other (no dask).
+    threshold : float
+        Probability cut of the masks.
+    retries : int
+        Times dask re-runs a slide whose worker died.
+    tile, overlap, reduce, batch_size, tta, device, amp, min_tissue, blend, activation :
+        As in :func:`predict_slide`.
+
+    Notes
+    -----
+    Re-running skips slides whose ``{id}.rle`` exists, so an interrupted run resumes where it
+    stopped; a slide whose worker died is recomputed from scratch.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [os.fspath(p) for p in slide_paths]
+    ids = [_slide_id(p) for p in paths]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"slide ids must be unique, repeated: {duplicates}")
+    options = {
+        "tile": tile,
+        "overlap": overlap,
+        "reduce": reduce,
+        "batch_size": batch_size,
+        "tta": tta,
+        "device": device,
+        "amp": amp,
+        "min_tissue": min_tissue,
+        "blend": blend,
+        "activation": activation,
+    }
+    results: dict[str, str] = {}
+    if serial:
+        for p in paths:
+            slide_id, rle = _predict_one(
+                model_factory, p, str(out), options, threshold, keep_probabilities
+            )
+            results[slide_id] = rle
+    else:
+        from dask.distributed import Client, LocalCluster
+
+        own = client is None
+        cluster = None
+        if own:
+            cluster = LocalCluster(
+                n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            client = Client(cluster)
+        try:
+            futures = [
+                client.submit(
+                    _predict_one,
+                    model_factory,
+                    p,
+                    str(out),
+                    options,
+                    threshold,
+                    keep_probabilities,
+                    key=f"tilestream-predict-{i}-{_slide_id(p)}",
+                    retries=retries,
+                    pure=False,
+                )
+                for i, p in enumerate(paths)
+            ]
+            for slide_id, rle in client.gather(futures):
+                results[slide_id] = rle
+        finally:
+            if own:
+                client.close()
+                if cluster is not None:
+                    cluster.close()
+    return write_submission(out / submission, [(i, results[i]) for i in ids])

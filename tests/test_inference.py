@@ -1,0 +1,155 @@
+"""predict_slide (identity models, TTA), dice, predict_slides serial vs dask, resume."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tilestream as ts
+from tilestream import hubmap
+
+
+class Identity(torch.nn.Module):
+    """Returns the first channel of its input: the prediction is the image itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1]
+
+
+class Darkness(torch.nn.Module):
+    """A 1x1 'segmentation' of dark pixels: logits positive where the red channel < 0.55."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (0.55 - x[:, :1]) * 40.0
+
+
+def make_darkness() -> torch.nn.Module:
+    return Darkness()
+
+
+class Asymmetric(torch.nn.Module):
+    """Position-dependent: the output depends on where a pixel is in the window, so any
+    error in inverting a TTA transform changes the result."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ramp = torch.linspace(0, 1, w, device=x.device)[None, None, None, :]
+        return x[:, :1] + 0 * ramp
+
+
+@pytest.fixture(scope="module")
+def record(hubmap_root: Path) -> hubmap.SlideRecord:
+    return next(r for r in hubmap.read_dataset(hubmap_root) if r.split == "train")
+
+
+@pytest.mark.parametrize("tta", [None, "flips", "d4"])
+def test_identity_model_reproduces_the_reduced_slide(
+    record: hubmap.SlideRecord, tta: str | None
+) -> None:
+    with ts.Slide.open(record.image) as slide:
+        stitcher = ts.predict_slide(
+            Identity(),
+            slide,
+            tile=256,
+            overlap=64,
+            reduce=4,
+            tta=tta,
+            activation=None,  # type: ignore[arg-type]
+            progress=False,
+            batch_size=5,
+        )
+        expected = slide.thumbnail(4)[..., 0].astype(np.float32) / 255.0
+    np.testing.assert_allclose(stitcher.probabilities(), expected, atol=1e-5)
+
+
+def test_tta_transforms_invert_exactly() -> None:
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    for tta, n in (("flips", 4), ("d4", 8)):
+        pairs = ts.tta_transforms(tta)  # type: ignore[arg-type]
+        assert len(pairs) == n
+        outputs = {tuple(fwd(x).flatten().tolist()) for fwd, _ in pairs}
+        assert len(outputs) == n  # all distinct symmetries
+        for fwd, inv in pairs:
+            assert torch.equal(inv(fwd(x)), x)
+
+
+def test_tissue_skipped_windows_are_background_and_bad_models(record: hubmap.SlideRecord) -> None:
+    with ts.Slide.open(record.image) as slide:
+        full = ts.predict_slide(
+            Identity(), slide, tile=256, reduce=4, activation=None, progress=False
+        )
+        skipped = ts.predict_slide(
+            Identity(), slide, tile=256, reduce=4, activation=None, progress=False, min_tissue=0.5
+        )
+        assert skipped.windows < full.windows
+        covered = skipped.coverage()
+        assert (skipped.probabilities()[~covered] == 0).all()
+
+        class WrongChannels(torch.nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return x
+
+        with pytest.raises(ts.StitchError, match=r"\(batch, channels, h, w\) = \(8, 1, 64, 64\)"):
+            ts.predict_slide(WrongChannels(), slide, tile=256, reduce=4, progress=False)
+
+        class Nan(torch.nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return x[:, :1] * float("nan")
+
+        with pytest.raises(ts.StitchError, match="NaN"):
+            ts.predict_slide(Nan(), slide, tile=256, reduce=4, progress=False)
+
+
+def test_dice_against_truth_and_brute_force(record: hubmap.SlideRecord) -> None:
+    truth = record.mask
+    assert isinstance(truth, ts.RleMask)
+    full = truth.read(ts.Box(0, 0, *truth.shape))
+    polygons = ts.PolygonMask.from_geojson(record.image.with_suffix(".json"), truth.shape)
+    assert ts.dice(truth, polygons).dice == 1.0  # train.csv is the polygons as rasterised
+    with ts.Slide.open(record.image) as slide:
+        pred = ts.predict_slide(Darkness(), slide, tile=512, overlap=128, reduce=4, progress=False)
+    rle_pred = ts.RleMask(pred.to_rle(), truth.shape)
+    mine = rle_pred.read(ts.Box(0, 0, *truth.shape)).astype(bool)
+    inter = int((mine & (full > 0)).sum())
+    expected = 2 * inter / (mine.sum() + (full > 0).sum())
+    for a, b in (
+        (pred, truth),
+        (rle_pred, truth),
+        (pred, polygons),
+        (rle_pred, ts.ArrayMask(full)),
+    ):
+        assert ts.dice(a, b).dice == pytest.approx(expected)
+    rows = ts.dice_report({"x": (pred, truth), "y": (truth, truth)})
+    assert rows[-1]["slide"] == "mean" and rows[-1]["dice"] == pytest.approx((expected + 1) / 2)
+    assert ts.DiceScore(0, 0, 0).dice == 1.0
+
+
+def test_predict_slides_dask_equals_serial_and_resumes(hubmap_root: Path, tmp_path: Path) -> None:
+    paths = [r.image for r in hubmap.read_dataset(hubmap_root)][:3]
+    options = {"tile": 512, "overlap": 64, "reduce": 4, "batch_size": 4}
+    serial = ts.predict_slides(make_darkness, paths, tmp_path / "serial", serial=True, **options)  # type: ignore[arg-type]
+    assert serial.read_text().splitlines()[0] == "id,predicted"
+    assert {p.name for p in (tmp_path / "serial").iterdir()} >= {
+        f"{Path(p).stem}.rle" for p in paths
+    }
+    parallel = ts.predict_slides(make_darkness, paths, tmp_path / "dask", n_workers=2, **options)  # type: ignore[arg-type]
+    assert parallel.read_text() == serial.read_text()
+    # resume: a finished slide is not recomputed; a half-written canvas (dead worker) is redone
+    done = tmp_path / "dask" / f"{Path(paths[0]).stem}.rle"
+    stamp = done.stat().st_mtime_ns
+    unfinished = tmp_path / "dask" / f"{Path(paths[1]).stem}.rle"
+    unfinished.unlink()
+    again = ts.predict_slides(make_darkness, paths, tmp_path / "dask", serial=True, **options)  # type: ignore[arg-type]
+    assert done.stat().st_mtime_ns == stamp
+    assert again.read_text() == serial.read_text()
+
+
+def test_predict_slides_rejects_duplicate_ids(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unique"):
+        ts.predict_slides(
+            functools.partial(Identity), ["a/x.tiff", "b/x.tiff"], tmp_path, tile=64, serial=True
+        )

@@ -1,0 +1,148 @@
+"""Stitcher: blending invariants, streamed RLE, GeoJSON, on-disk canvas, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tilestream as ts
+from tilestream.sampling import grid_positions
+
+
+def windows(shape: tuple[int, int], tile: int, overlap: int, reduce: int) -> list[ts.Box]:
+    ys = grid_positions(shape[0], tile, tile - overlap, reduce, "pad")
+    xs = grid_positions(shape[1], tile, tile - overlap, reduce, "pad")
+    return [ts.Box(y, x, tile, tile) for y in ys for x in xs]
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "pyramid", "mean", "center"])
+@pytest.mark.parametrize("overlap", [0, 16, 48])
+def test_split_then_stitch_reproduces_the_image(blend: str, overlap: int) -> None:
+    rng = np.random.default_rng(0)
+    shape, reduce, tile = (150, 203), 2, 64
+    image = rng.random((3, -(-shape[0] // reduce), -(-shape[1] // reduce))).astype(np.float32)
+    stitcher = ts.Stitcher(
+        shape, reduce=reduce, tile=tile, blend=blend, overlap=overlap, channels=3
+    )  # type: ignore[arg-type]
+    for box in windows(shape, tile, overlap, reduce):
+        y, x = box.y // reduce, box.x // reduce
+        window = np.zeros((3, tile // reduce, tile // reduce), np.float32)
+        part = image[:, y : y + tile // reduce, x : x + tile // reduce]
+        window[:, : part.shape[1], : part.shape[2]] = part
+        stitcher.add(box, window)
+    assert stitcher.coverage().all()
+    np.testing.assert_allclose(stitcher.probabilities(), image, rtol=0, atol=2e-6)
+    box = ts.Box(20, 30, 40, 60)
+    np.testing.assert_allclose(stitcher.probabilities(box), image[:, 10:30, 15:45], atol=2e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 50), st.integers(1, 50), st.sampled_from([1, 2, 3, 4]), st.integers(0, 2**31))
+def test_to_rle_equals_encoding_the_upsampled_mask(h: int, w: int, reduce: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    stitcher = ts.Stitcher((h, w), reduce=reduce, tile=4 * reduce, blend="mean")
+    canvas = rng.random(stitcher.canvas_shape).astype(np.float32)
+    for box in windows((h, w), 4 * reduce, 0, reduce):
+        y, x = box.y // reduce, box.x // reduce
+        window = np.zeros((4, 4), np.float32)
+        part = canvas[y : y + 4, x : x + 4]
+        window[: part.shape[0], : part.shape[1]] = part
+        stitcher.add(box, window)
+    mask = stitcher.mask(0.5)
+    full = np.repeat(np.repeat(mask, reduce, 0), reduce, 1)[:h, :w]
+    for order in ("F", "C"):
+        assert stitcher.to_rle(0.5, order) == ts.rle_encode(full, order)  # type: ignore[arg-type]
+    source = stitcher.as_mask_source()
+    np.testing.assert_array_equal(source.read(ts.Box(0, 0, h, w)), full)
+
+
+def test_gaussian_weights_and_center_crop() -> None:
+    g = ts.blend_window(64, 64, "gaussian")
+    assert g.min() >= 1e-3 and g.max() == 1.0 and g[32, 32] > g[16, 32] > g[16, 16] > 1e-3
+    c = ts.blend_window(16, 16, "center", margin=4)
+    assert (c[4:12, 4:12] == 1).all() and np.isclose(c[:4], 1e-3).all()
+    # centre crop: a constant-per-window prediction shows only the window's own centre
+    stitcher = ts.Stitcher((32, 48), tile=16, blend="center", overlap=8)
+    for i, box in enumerate(windows((32, 48), 16, 8, 1)):
+        stitcher.add(box, np.full((16, 16), float(i), np.float32))
+    p = stitcher.probabilities()
+    # windows start every 8 px: pixel (8, 8) is in the centre of window 0 only, (8, 16) in the
+    # centre of window 1 (same row of windows, next column)
+    assert p[8, 8] == pytest.approx(0.0, abs=0.05)
+    assert p[8, 16] == pytest.approx(1.0, abs=0.05)
+
+
+def test_bad_windows() -> None:
+    stitcher = ts.Stitcher((100, 100), reduce=2, tile=32)
+    with pytest.raises(ts.StitchError, match=r"shape \(16, 16\)"):
+        stitcher.add(ts.Box(0, 0, 32, 32), np.zeros((3, 16, 16), np.float32))
+    with pytest.raises(ts.StitchError, match="wholly outside"):
+        stitcher.add(ts.Box(200, 0, 32, 32), np.zeros((16, 16), np.float32))
+    with pytest.raises(ts.StitchError, match="floating point"):
+        stitcher.add(ts.Box(0, 0, 32, 32), np.zeros((16, 16), np.uint8))
+    bad = np.zeros((16, 16), np.float32)
+    bad[3, 4] = np.nan
+    with pytest.raises(ts.StitchError, match="NaN"):
+        stitcher.add(ts.Box(0, 0, 32, 32), bad)
+    with pytest.raises(ts.BoxError):
+        stitcher.add(ts.Box(1, 0, 32, 32), np.zeros((16, 16), np.float32))
+    stitcher.add(ts.Box(84, 84, 32, 32), np.ones((16, 16), np.float32))  # partly outside: kept
+    assert stitcher.probabilities()[45, 45] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="blend"):
+        ts.Stitcher((10, 10), tile=4, blend="max")  # type: ignore[arg-type]
+
+
+def test_zarr_store_matches_ram_and_refuses_other_slides(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    shape, tile = (90, 130), 32
+    ram = ts.Stitcher(shape, reduce=2, tile=tile, slide_id="a")
+    disk = ts.Stitcher(
+        shape, reduce=2, tile=tile, store=tmp_path / "a.zarr", slide_id="a", chunk=16
+    )
+    boxes = windows(shape, tile, 8, 2)
+    preds = [rng.random((16, 16)).astype(np.float32) for _ in boxes]
+    for box, p in zip(boxes[:5], preds[:5], strict=True):
+        ram.add(box, p)
+        disk.add(box, p)
+    disk.flush()
+    with pytest.raises(ts.StitchError, match="resume=True"):
+        ts.Stitcher(shape, reduce=2, tile=tile, store=tmp_path / "a.zarr", slide_id="a")
+    with pytest.raises(ts.StitchError, match="belongs to slide 'a'"):
+        ts.Stitcher(
+            shape, reduce=2, tile=tile, store=tmp_path / "a.zarr", slide_id="b", resume=True
+        )
+    resumed = ts.Stitcher(
+        shape, reduce=2, tile=tile, store=tmp_path / "a.zarr", slide_id="a", resume=True
+    )
+    assert resumed.windows == 5
+    for box, p in zip(boxes[5:], preds[5:], strict=True):
+        ram.add(box, p)
+        resumed.add(box, p)
+    np.testing.assert_allclose(resumed.probabilities(), ram.probabilities(), atol=1e-6)
+    assert resumed.to_rle(0.5) == ram.to_rle(0.5)
+    resumed.delete()
+    assert not (tmp_path / "a.zarr").exists()
+
+
+def test_to_geojson_round_trip(tmp_path: Path) -> None:
+    pytest.importorskip("cv2")
+    stitcher = ts.Stitcher((200, 300), reduce=4, tile=200, blend="mean")
+    canvas = np.zeros((50, 75), np.float32)
+    yy, xx = np.mgrid[0:50, 0:75]
+    canvas[(yy - 20) ** 2 + (xx - 20) ** 2 < 100] = 1.0
+    canvas[30:45, 50:70] = 1.0
+    canvas[35:40, 55:60] = 0.0  # a hole
+    stitcher.add(ts.Box(0, 0, 200, 300), canvas)
+    path = tmp_path / "pred.json"
+    assert stitcher.to_geojson(path) == 2
+    data = json.loads(path.read_text())
+    assert {f["properties"]["classification"]["name"] for f in data} == {"glomerulus"}
+    polygons = ts.PolygonMask.from_geojson(path, (200, 300))
+    truth = stitcher.as_mask_source()
+    score = ts.dice(polygons, truth)
+    assert score.dice > 0.9
