@@ -10,6 +10,7 @@ from pathlib import Path
 import imagecodecs
 import numpy as np
 import pytest
+import torch
 
 import tilestream as ts
 from tilestream.cli import main
@@ -106,3 +107,96 @@ def test_tiles_contact_sheet(hubmap_root: Path, tmp_path: Path) -> None:
     ]
     assert main(csv_args) == 0
     assert main(["tiles", str(hubmap_root), "-o", str(out), "--slide", "nope"]) == 2
+
+
+class _Dark(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (0.55 - x[:, :1]) * 40.0
+
+
+def test_predict_and_overlay_commands(hubmap_root: Path, tmp_path: Path) -> None:
+    model_path = tmp_path / "model.pt2"
+    batch = torch.export.Dim("batch")
+    exported = torch.export.export(
+        _Dark(), (torch.rand(2, 3, 128, 128),), dynamic_shapes=({0: batch},)
+    )
+    torch.export.save(exported, model_path)
+    records = ts.hubmap.read_dataset(hubmap_root)
+    slides = [str(r.image) for r in records[:2]]
+    out = tmp_path / "submission.csv"
+    args = [
+        "predict",
+        str(model_path),
+        *slides,
+        "-o",
+        str(out),
+        "--tile",
+        "512",
+        "--reduce",
+        "4",
+        "--overlap",
+        "64",
+        "--tta",
+        "flips",
+    ]
+    assert main(args) == 0
+    rows = ts.hubmap.read_rle_csv(out)
+    assert list(rows) == [r.id for r in records[:2]]
+    assert all(rows.values())
+    overlay = tmp_path / "overlay.png"
+    train = next(r for r in records if r.split == "train")
+    args = [
+        "overlay",
+        str(train.image),
+        "--truth",
+        str(hubmap_root / "train.csv"),
+        "--pred",
+        str(train.image.with_suffix(".json")),
+        "-o",
+        str(overlay),
+        "--max-size",
+        "400",
+    ]
+    assert main(args) == 0
+    picture = imagecodecs.png_decode(overlay.read_bytes())
+    assert max(picture.shape[:2]) <= 400
+    assert ((picture == (0, 200, 0)).all(axis=2)).any() and (
+        (picture == (230, 0, 200)).all(axis=2)
+    ).any()
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    assert main(["predict", str(tmp_path / "junk.pt"), slides[0], "-o", str(out)]) == 2
+
+
+def test_load_model_torchscript(tmp_path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
+        scripted = torch.jit.trace(_Dark(), torch.rand(1, 3, 16, 16))
+        torch.jit.save(scripted, tmp_path / "model.pt")
+    loaded = ts.load_model(tmp_path / "model.pt")
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(loaded(x), _Dark()(x))
+
+
+def test_load_model_state_dict_checkpoint(tmp_path: Path) -> None:
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    model = smp.create_model("unet", encoder_name="resnet18", encoder_weights=None, classes=1)
+    path = tmp_path / "ckpt.pt"
+    torch.save(
+        {
+            "format": "tilestream-smp-v1",
+            "arch": "unet",
+            "encoder": "resnet18",
+            "classes": 1,
+            "state_dict": model.state_dict(),
+        },
+        path,
+    )
+    loaded = ts.load_model(path)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x), model.eval()(x))
+    torch.save({"weights": 1}, path)
+    with pytest.raises(ValueError, match="neither TorchScript"):
+        ts.load_model(path)

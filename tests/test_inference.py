@@ -31,16 +31,6 @@ def make_darkness() -> torch.nn.Module:
     return Darkness()
 
 
-class Asymmetric(torch.nn.Module):
-    """Position-dependent: the output depends on where a pixel is in the window, so any
-    error in inverting a TTA transform changes the result."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ramp = torch.linspace(0, 1, w, device=x.device)[None, None, None, :]
-        return x[:, :1] + 0 * ramp
-
-
 @pytest.fixture(scope="module")
 def record(hubmap_root: Path) -> hubmap.SlideRecord:
     return next(r for r in hubmap.read_dataset(hubmap_root) if r.split == "train")

@@ -24,7 +24,15 @@ from .errors import (
     UnsupportedLayoutError,
 )
 from .geometry import Box
-from .inference import DiceScore, dice, dice_report, predict_slide, predict_slides, tta_transforms
+from .inference import (
+    DiceScore,
+    dice,
+    dice_report,
+    load_model,
+    predict_slide,
+    predict_slides,
+    tta_transforms,
+)
 from .rasterize import rasterize
 from .reader import DEFAULT_MAX_PIXELS, IMAGE_FILL, Level, Slide
 from .rle import (
@@ -87,6 +95,7 @@ __all__ = [
     "dice_report",
     "folds",
     "hubmap",
+    "load_model",
     "predict_slide",
     "predict_slides",
     "rasterize",

@@ -1,4 +1,4 @@
-"""The ``tilestream`` command: ``info``, ``thumbnail``, ``synthetic`` and ``tiles``."""
+"""The ``tilestream`` command: info, thumbnail, synthetic, tiles, predict and overlay."""
 
 from __future__ import annotations
 
@@ -191,6 +191,77 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import functools
+    from pathlib import Path
+
+    from .inference import load_model, predict_slides
+
+    load_model(args.model)  # fail early, in this process, with a clear message
+    out_dir = Path(args.work_dir) if args.work_dir else Path(args.output).parent / "predictions"
+    path = predict_slides(
+        functools.partial(load_model, args.model, args.device),
+        args.slides,
+        out_dir,
+        serial=args.workers <= 1,
+        n_workers=max(1, args.workers),
+        threshold=args.threshold,
+        submission=Path(args.output).name,
+        tile=args.tile,
+        overlap=args.overlap,
+        reduce=args.reduce,
+        batch_size=args.batch_size,
+        tta=None if args.tta == "none" else args.tta,
+        device=args.device,
+        min_tissue=args.min_tissue,
+    )
+    final = Path(args.output)
+    if path.resolve() != final.resolve():
+        os.replace(path, final)
+    print(
+        f"wrote {final} ({len(args.slides)} slides; per-slide RLE and probabilities in {out_dir})"
+    )
+    return 0
+
+
+def _load_mask(spec: str, slide_path: str, shape: tuple[int, int]) -> Any:
+    from pathlib import Path
+
+    from .annotations import PolygonMask, RleMask
+    from .hubmap import read_rle_csv
+
+    path = Path(spec)
+    if path.suffix in (".json", ".geojson"):
+        return PolygonMask.from_geojson(path, shape)
+    stem = Path(slide_path).name.split(".")[0]
+    rles = read_rle_csv(path)
+    if stem not in rles:
+        raise ValueError(f"{path} has no row for slide id {stem!r}")
+    return RleMask(rles[stem], shape)
+
+
+def _cmd_overlay(args: argparse.Namespace) -> int:
+    from .geometry import Box
+
+    with Slide.open(args.slide) as slide:
+        h, w = slide.shape
+        reduce = max(1, -(-max(h, w) // args.max_size))
+        image = slide.thumbnail(reduce)
+        rgb = np.repeat(image[..., :1], 3, axis=2) if image.shape[2] < 3 else image[..., :3].copy()
+        box = Box(0, 0, image.shape[0] * reduce, image.shape[1] * reduce)
+        for spec, color in ((args.truth, (0, 200, 0)), (args.pred, (230, 0, 200))):
+            if spec:
+                mask = _load_mask(spec, args.slide, slide.shape).read(box, reduce)
+                edge = _outline(mask)
+                grown = edge.copy()  # 2-px lines: visible at thumbnail scale
+                grown[1:] |= edge[:-1]
+                grown[:, 1:] |= edge[:, :-1]
+                rgb[grown] = color
+    write_png(args.output, rgb)
+    print(f"wrote {args.output} (truth green, prediction magenta, 1/{reduce} scale)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tilestream`` command."""
     parser = argparse.ArgumentParser(
@@ -250,6 +321,39 @@ def build_parser() -> argparse.ArgumentParser:
     tiles.add_argument("--positive-fraction", type=float, default=0.5)
     tiles.add_argument("--seed", type=int, default=0)
     tiles.set_defaults(func=_cmd_tiles)
+
+    pred = sub.add_parser(
+        "predict", help="predict slides with a model and write a Kaggle submission.csv"
+    )
+    pred.add_argument("model", help="TorchScript file, or a tilestream-smp-v1 checkpoint")
+    pred.add_argument(
+        "slides", nargs="+", help="slide files (the id is the name up to its first dot)"
+    )
+    pred.add_argument("-o", "--output", default="submission.csv", help="submission CSV path")
+    pred.add_argument("--work-dir", help="per-slide RLE and probability canvases (resumable)")
+    pred.add_argument("--tile", type=int, default=1024, help="window side, level-0 px")
+    pred.add_argument("--overlap", type=int, default=256, help="window overlap, level-0 px")
+    pred.add_argument("--reduce", type=int, default=4, help="reduce factor (default 4)")
+    pred.add_argument("--batch-size", type=int, default=8)
+    pred.add_argument("--tta", choices=["none", "flips", "d4"], default="none")
+    pred.add_argument("--threshold", type=float, default=0.5)
+    pred.add_argument("--min-tissue", type=float, default=0.0)
+    pred.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
+    pred.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="dask worker processes, one slide each (default 1: in this process)",
+    )
+    pred.set_defaults(func=_cmd_predict)
+
+    over = sub.add_parser("overlay", help="thumbnail with prediction and truth outlines")
+    over.add_argument("slide", help="the slide")
+    over.add_argument("--pred", help="prediction: submission/RLE .csv or .json polygons")
+    over.add_argument("--truth", help="truth: train.csv-style RLE .csv or .json polygons")
+    over.add_argument("-o", "--output", required=True, help="output PNG path")
+    over.add_argument("--max-size", type=int, default=2048, help="longest side in px")
+    over.set_defaults(func=_cmd_overlay)
     return parser
 
 

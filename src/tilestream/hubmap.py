@@ -39,7 +39,6 @@ INFO_CSV = "HuBMAP-20-dataset_information.csv"
 SAMPLE_SUBMISSION = "sample_submission.csv"
 
 
-
 @dataclass(frozen=True)
 class SlideRecord:
     """One slide of a HuBMAP-layout dataset.

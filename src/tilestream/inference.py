@@ -4,10 +4,12 @@ Dice from two mask sources, and `predict_slides` over many slides on dask.distri
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -28,13 +30,15 @@ from .hubmap import write_submission
 from .reader import Slide
 from .rle import rle_to_runs
 from .sampling import GridSampler
-from .stitch import Blend, StitchError, Stitcher
+from .stitch import Blend, Stitcher, StitchError
 from .tissue import TissueMap
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "DiceScore",
     "dice",
     "dice_report",
+    "load_model",
     "predict_slide",
     "predict_slides",
     "tta_transforms",
@@ -47,7 +51,10 @@ Activation = Literal["sigmoid", "softmax"] | None
 Tensor = torch.Tensor
 
 
-def tta_transforms(tta: TTA) -> list[tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]]:
+TensorMap = Callable[[Tensor], Tensor]
+
+
+def tta_transforms(tta: TTA) -> list[tuple[TensorMap, TensorMap]]:
     """``(forward, inverse)`` pairs on ``(B, C, H, W)`` tensors for test-time augmentation.
 
     ``None``: identity. ``"flips"``: identity, horizontal, vertical, both (4). ``"d4"``: the 8
@@ -66,8 +73,8 @@ def tta_transforms(tta: TTA) -> list[tuple[Callable[[Tensor], Tensor], Callable[
 
     if tta is None:
         return [(ident, ident)]
+    pairs: list[tuple[TensorMap, TensorMap]] = []
     if tta == "flips":
-        pairs = []
         for dims in ((), (3,), (2,), (2, 3)):
             if not dims:
                 pairs.append((ident, ident))
@@ -79,7 +86,6 @@ def tta_transforms(tta: TTA) -> list[tuple[Callable[[Tensor], Tensor], Callable[
             pairs.append((flip, flip))
         return pairs
     if tta == "d4":
-        pairs = []
         for transpose in (False, True):
             for k in range(4):
 
@@ -94,6 +100,76 @@ def tta_transforms(tta: TTA) -> list[tuple[Callable[[Tensor], Tensor], Callable[
                 pairs.append((fwd, inv))
         return pairs
     raise ValueError(f'tta must be None, "flips" or "d4", got {tta!r}')
+
+
+#: ``format`` value of the state-dict checkpoints :func:`load_model` rebuilds.
+CHECKPOINT_FORMAT = "tilestream-smp-v1"
+
+
+def load_model(path: str | os.PathLike[str], device: str | None = None) -> torch.nn.Module:
+    """Load a model for inference: ``torch.export``, TorchScript, or a state-dict checkpoint.
+
+    Three formats are read:
+
+    - a ``.pt2`` file from ``torch.export.save`` (self-contained; export with a dynamic batch
+      dimension, e.g. ``dynamic_shapes=({0: torch.export.Dim("batch")},)``);
+    - TorchScript (``torch.jit.save``; deprecated by PyTorch but still what many Kaggle
+      kernels ship; its deprecation warning is silenced here);
+    - a ``torch.save`` dict ``{"format": "tilestream-smp-v1", "arch": "unet", "encoder":
+      "efficientnet-b0", "classes": 1, "state_dict": ...}`` (what the examples write), rebuilt
+      with segmentation-models-pytorch (``pip install segmentation-models-pytorch``), no
+      pretrained download.
+
+    Raises
+    ------
+    ValueError
+        The file is neither (the message says what was found).
+    """
+    path = os.fspath(path)
+    location = torch.device(device) if device is not None else torch.device("cpu")
+    if path.endswith(".pt2"):
+        exported: torch.nn.Module = torch.export.load(path).module()
+        return exported.to(location)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            module: torch.nn.Module = torch.jit.load(path, map_location=location)
+        return module
+    except (RuntimeError, ValueError):
+        pass
+    try:
+        checkpoint = torch.load(path, map_location=location, weights_only=False)
+    except Exception as err:
+        raise ValueError(
+            f"{path}: neither TorchScript, torch.export (.pt2) nor a torch.save checkpoint "
+            f"({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        found = (
+            type(checkpoint).__name__
+            if not isinstance(checkpoint, dict)
+            else sorted(checkpoint)[:8]
+        )
+        raise ValueError(
+            f"{path}: neither TorchScript nor a {CHECKPOINT_FORMAT!r} checkpoint (found {found}); "
+            "export with torch.jit.script/trace + torch.jit.save, or save "
+            '{"format": "tilestream-smp-v1", "arch", "encoder", "classes", "state_dict"}'
+        )
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError as err:
+        raise ImportError(
+            f"{path} is a state-dict checkpoint: rebuilding it needs segmentation-models-pytorch "
+            "(pip install segmentation-models-pytorch)"
+        ) from err
+    model: torch.nn.Module = smp.create_model(
+        checkpoint["arch"],
+        encoder_name=checkpoint["encoder"],
+        encoder_weights=None,
+        classes=int(checkpoint.get("classes", 1)),
+    )
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(location).eval()
 
 
 def _default_preprocess(images: Tensor) -> Tensor:
@@ -200,7 +276,8 @@ def predict_slide(
         else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
     if isinstance(model, torch.nn.Module):
-        model.eval()
+        with contextlib.suppress(NotImplementedError):  # torch.export modules have no eval()
+            model.eval()
     preprocess = preprocess or _default_preprocess
     transforms = tta_transforms(tta)
     loader = DataLoader(
@@ -245,8 +322,8 @@ def predict_slide(
                 out = inverse(out)
                 probs = out if probs is None else probs + out
             assert probs is not None
-            probs = (probs / len(transforms)).cpu().numpy()
-            for box_row, p in zip(batch["box"].tolist(), probs, strict=True):
+            averaged = (probs / len(transforms)).cpu().numpy()
+            for box_row, p in zip(batch["box"].tolist(), averaged, strict=True):
                 stitcher.add(Box(*box_row), p)
             bar.update(1)
     bar.close()
@@ -505,10 +582,10 @@ def predict_slides(
         own = client is None
         cluster = None
         if own:
-            cluster = LocalCluster(
+            cluster = LocalCluster(  # type: ignore[no-untyped-call]
                 n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
             )
-            client = Client(cluster)
+            client = Client(cluster)  # type: ignore[no-untyped-call]
         try:
             futures = [
                 client.submit(

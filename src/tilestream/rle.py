@@ -413,9 +413,7 @@ def _grow(a: NDArray[_I], n: int, need: int) -> NDArray[_I]:
 
 
 @njit
-def _append_run(
-    rs: NDArray[np.int64], rl: NDArray[np.int64], nr: int, s: int, n: int
-) -> int:
+def _append_run(rs: NDArray[np.int64], rl: NDArray[np.int64], nr: int, s: int, n: int) -> int:
     """Append the run ``(s, n)`` (0-based start) at ``nr`` (room reserved by the caller), or
     extend the previous run when they touch (a run that wraps across a line or band boundary).
     Returns the new count."""
@@ -632,7 +630,10 @@ def _format_runs(starts: NDArray[np.int64], lengths: NDArray[np.int64]) -> NDArr
 
 
 def _runs_error(
-    run: int, code: int, starts: NDArray[np.int64], lengths: NDArray[np.int64],
+    run: int,
+    code: int,
+    starts: NDArray[np.int64],
+    lengths: NDArray[np.int64],
     shape: tuple[int, int] | None,
 ) -> RLEFormatError:
     s, n = int(starts[run]), int(lengths[run])
@@ -715,7 +716,8 @@ def rle_to_runs(
     if status:
         text = _token_text(buf, int(byte))
         why = (
-            "not a non-negative integer" if status == 1
+            "not a non-negative integer"
+            if status == 1
             else f"integer too large (more than {_MAX_DIGITS} digits)"
         )
         raise RLEFormatError(f"RLE token {int(token)} ({text!r}): {why}")
@@ -913,9 +915,7 @@ def rle_decode_window(
         out = np.zeros(out_shape, np.uint8)
     else:
         if out.shape != out_shape or out.dtype != np.uint8:
-            raise ValueError(
-                f"out must be a {out_shape} uint8 array, got {out.shape} {out.dtype}"
-            )
+            raise ValueError(f"out must be a {out_shape} uint8 array, got {out.shape} {out.dtype}")
         if not out.flags.writeable:
             raise ValueError("out is read-only")
         out[...] = 0
@@ -1048,11 +1048,7 @@ def rle_encode_runs(
     nr = 0
     if height == 0 or width == 0:
         return rs[:0].copy(), rl[:0].copy()
-    if (
-        isinstance(mask, np.ndarray)
-        and mask.flags.f_contiguous
-        and not mask.flags.c_contiguous
-    ):
+    if isinstance(mask, np.ndarray) and mask.flags.f_contiguous and not mask.flags.c_contiguous:
         # Fortran-ordered numpy array: the transposed view is C-ordered and numbers its
         # pixels the other way round, so scan that (flat indices are identical).
         mask = mask.T

@@ -200,7 +200,8 @@ class RandomSampler:
             weights = np.array([info.tissue_area for info in infos], np.float64)
             if weights.sum() <= 0:
                 weights = np.ones(len(infos))
-        return weights / weights.sum()
+        probabilities: NDArray[np.float64] = weights / weights.sum()
+        return probabilities
 
     def draw(
         self,

@@ -45,7 +45,8 @@ def _blend_window_cached(height: int, width: int, blend: str, margin: int) -> ND
         def axis(n: int) -> NDArray[np.float64]:
             sigma = n / 8.0
             x = np.arange(n) - (n - 1) / 2.0
-            return np.exp(-0.5 * (x / sigma) ** 2)
+            curve: NDArray[np.float64] = np.exp(-0.5 * (x / sigma) ** 2)
+            return curve
 
         w = np.outer(axis(height), axis(width)).astype(np.float32)
         w /= w.max()
@@ -320,7 +321,7 @@ class Stitcher:
         if self.store.exists():
             try:
                 group = zarr.open_group(str(self.store), mode="r+")
-                meta = dict(group.attrs.get("tilestream", {}))
+                meta: dict[str, Any] = dict(group.attrs.get("tilestream", {}))  # type: ignore[arg-type]
             except Exception as err:
                 raise StitchError(
                     f"{self.store}: exists and is not a tilestream canvas ({err})"

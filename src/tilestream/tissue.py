@@ -88,7 +88,8 @@ class TissueMap:
         cx0, cx1 = np.clip(x0, 0, w), np.clip(x1, 0, w)
         t = self._table  # type: ignore[attr-defined]
         count = t[cy1, cx1] - t[cy0, cx1] - t[cy1, cx0] + t[cy0, cx0]
-        return count / np.maximum(area, 1)
+        fractions: NDArray[np.float64] = count / np.maximum(area, 1)
+        return fractions
 
     def sample_points(self, rng: np.random.Generator, n: int) -> NDArray[np.float64]:
         """``n`` level-0 ``(row, col)`` points drawn uniformly over the tissue."""
