@@ -29,7 +29,7 @@ from ._io import atomic_path
 from ._resample import block_majority
 from .errors import AnnotationFormatError, AnnotationWarning
 from .geometry import Box
-from .rasterize import rasterize
+from .rasterize import PolygonIndex
 from .rle import rle_decode_window, rle_to_runs
 
 __all__ = ["ArrayMask", "LabelObjects", "MaskSource", "PolygonMask", "RleMask"]
@@ -302,8 +302,9 @@ class PolygonMask:
     """Polygon labels (QuPath / HuBMAP JSON, GeoJSON), filled per window on the reduced grid.
 
     Geometries are shapely Polygons / MultiPolygons in level-0 ``(x, y)`` pixel coordinates
-    (x = column, y = row, as in GeoJSON), clipped to the slide. An STRtree finds the polygons
-    under a box; :func:`~tilestream.rasterize` fills them with the pixel-centre rule.
+    (x = column, y = row, as in GeoJSON), clipped to the slide. A
+    :class:`~tilestream.PolygonIndex` (built once) finds the polygons under a box and fills them
+    with the pixel-centre rule of :func:`~tilestream.rasterize`; :meth:`query` uses an STRtree.
 
     Parameters
     ----------
@@ -379,6 +380,7 @@ class PolygonMask:
             [self.values[n] if self.values is not None else 1 for n in self.classes], np.int64
         )
         self._tree: shapely.STRtree | None = None
+        self._index: PolygonIndex | None = None
 
     # -- construction from files ---------------------------------------------------------
 
@@ -473,8 +475,20 @@ class PolygonMask:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_tree"] = None
+        state["_tree"] = None  # rebuilt on first use; the index pickles as arrays
         return state
+
+    @property
+    def index(self) -> PolygonIndex:
+        """The flattened polygons :meth:`read` fills from (built on first use).
+
+        Geometries are ordered by their burn value (stable) so that where classes overlap the
+        larger value wins.
+        """
+        if self._index is None:
+            order = np.argsort(self._burn, kind="stable")
+            self._index = PolygonIndex(self.geometries[order], values=self._burn[order])
+        return self._index
 
     @property
     def tree(self) -> shapely.STRtree:
@@ -499,15 +513,7 @@ class PolygonMask:
         result = _prepare_out(out, (box.height // reduce, box.width // reduce), clear=True)
         if not len(self):
             return result
-        hits = self.query(box)
-        if hits.size == 0:
-            return result
-        burn = self._burn[hits]
-        for value in np.unique(burn):  # ascending: larger values burn last and win
-            rasterize(
-                self.geometries[hits[burn == value]], box, reduce, value=int(value), out=result
-            )
-        return result
+        return self.index.rasterize(box, reduce, out=result)
 
     def objects(self) -> LabelObjects:
         """One object per geometry: bounding box (outward-rounded) and centroid."""

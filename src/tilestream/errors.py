@@ -15,6 +15,8 @@ __all__ = [
     "DatasetError",
     "DecompressionBombError",
     "EmptyImageError",
+    "GeometryTypeError",
+    "GeometryValueError",
     "NotATiffError",
     "RLEFormatError",
     "SlideNotFoundError",
@@ -84,3 +86,11 @@ class DatasetError(TilestreamError, ValueError):
 class RLEFormatError(TilestreamError, ValueError):
     """An RLE string is malformed (the message names the token index and the token), or the
     shape/order it is read with is invalid."""
+
+
+class GeometryTypeError(TilestreamError, TypeError):
+    """A geometry is not a Polygon, MultiPolygon or GeometryCollection."""
+
+
+class GeometryValueError(TilestreamError, ValueError):
+    """A polygon has a NaN, infinite or absurdly large (> 1e9 px) vertex."""

@@ -37,7 +37,7 @@ import shapely
 from numpy.typing import ArrayLike, NDArray
 
 from ._jit import njit
-from .errors import TilestreamError
+from .errors import GeometryTypeError, GeometryValueError
 from .geometry import Box
 
 if TYPE_CHECKING:
@@ -50,14 +50,6 @@ _POLYGON = 3
 _MULTIPOLYGON = 6
 _COLLECTION = 7
 _NO_OWNER = np.empty(0, dtype=np.int64)
-
-
-class _GeometryTypeError(TilestreamError, TypeError):
-    """A geometry is not a Polygon, MultiPolygon or GeometryCollection."""
-
-
-class _GeometryValueError(TilestreamError, ValueError):
-    """A polygon has a NaN, infinite or absurdly large (> 1e9 px) vertex."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,7 +476,7 @@ def _type_ids(arr: NDArray[Any], src: NDArray[np.int64] | None) -> NDArray[np.in
             i for i, g in enumerate(arr) if g is not None and not isinstance(g, shapely.Geometry)
         )
         where = int(src[bad]) if src is not None else bad
-        raise _GeometryTypeError(
+        raise GeometryTypeError(
             f"geoms must hold shapely Polygon, MultiPolygon or GeometryCollection objects, got "
             f"{type(arr[bad]).__name__} at index {where}; build shapes with "
             f"shapely.geometry.shape(feature['geometry'])"
@@ -505,7 +497,7 @@ def _polygons(arr: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.int64] | None
     allowed |= types == _MISSING
     if not bool(allowed.all()):
         bad = int(np.flatnonzero(~allowed)[0])
-        raise _GeometryTypeError(
+        raise GeometryTypeError(
             f"geoms must be Polygon, MultiPolygon or GeometryCollection, got "
             f"{arr[bad].geom_type} at index {bad}; buffer lines and points first if they should "
             f"cover an area, or drop them"
@@ -564,7 +556,7 @@ def _prepare_out(out: NDArray[np.uint8] | None, shape: tuple[int, int]) -> NDArr
 
 def _raise_non_finite(bad: int, src: NDArray[np.int64] | None) -> None:
     where = int(src[bad]) if src is not None else bad
-    raise _GeometryValueError(
+    raise GeometryValueError(
         f"geometry at index {where} has a NaN, infinite or absurdly large (> 1e9 px) vertex; "
         f"fix or drop it (numpy.isfinite(shapely.get_coordinates(geom)) finds it)"
     )
