@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,23 @@ def test_predict_slides_rejects_duplicate_ids(tmp_path: Path) -> None:
         ts.predict_slides(
             functools.partial(Identity), ["a/x.tiff", "b/x.tiff"], tmp_path, tile=64, serial=True
         )
+
+
+def make_darkness_or_die(marker: str) -> torch.nn.Module:
+    """Kills its worker process the first time it is called (a crash mid-run), then works."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("died once")
+        os._exit(1)
+    return Darkness()
+
+
+@pytest.mark.slow
+def test_predict_slides_survives_a_killed_worker(hubmap_root: Path, tmp_path: Path) -> None:
+    paths = [r.image for r in hubmap.read_dataset(hubmap_root)][:2]
+    options = {"tile": 512, "overlap": 64, "reduce": 4, "batch_size": 4}
+    expected = ts.predict_slides(make_darkness, paths, tmp_path / "serial", serial=True, **options)  # type: ignore[arg-type]
+    factory = functools.partial(make_darkness_or_die, str(tmp_path / "died"))
+    got = ts.predict_slides(factory, paths, tmp_path / "dask", n_workers=2, **options)  # type: ignore[arg-type]
+    assert (tmp_path / "died").exists()  # a worker really died
+    assert got.read_text() == expected.read_text()
