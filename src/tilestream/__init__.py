@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import hubmap, synthetic
 from ._cache import DEFAULT_CACHE_BYTES, ChunkCache
-from .annotations import ArrayMask, LabelObjects, MaskSource, PolygonMask, RleMask
+from .annotations import ArrayMask, LabelObjects, MaskArray, MaskSource, PolygonMask, RleMask
 from .dataset import SlideSource, TileDataset, TileReadError
 from .errors import (
     AnnotationFormatError,
@@ -69,6 +69,7 @@ __all__ = [
     "Fold",
     "GridSampler",
     "LabelObjects",
+    "MaskArray",
     "Level",
     "MaskSource",
     "NotATiffError",

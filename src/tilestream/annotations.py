@@ -32,7 +32,7 @@ from .geometry import Box
 from .rasterize import PolygonIndex
 from .rle import rle_decode_window, rle_to_runs
 
-__all__ = ["ArrayMask", "LabelObjects", "MaskSource", "PolygonMask", "RleMask"]
+__all__ = ["ArrayMask", "LabelObjects", "MaskArray", "MaskSource", "PolygonMask", "RleMask"]
 
 Order = Literal["F", "C"]
 
@@ -103,6 +103,34 @@ def _prepare_out(
     if clear:
         out.fill(0)
     return out
+
+
+class MaskArray:
+    """A :class:`MaskSource` seen as a read-only ``(H, W)`` uint8 array: slicing reads windows.
+
+    Lets array consumers take any label source, e.g. :func:`~tilestream.rle_encode` encodes a
+    polygon or stitched mask band by band without a full-resolution mask. Only step-1 slices.
+
+    Examples
+    --------
+    >>> import shapely, tilestream as ts
+    >>> ts.rle_encode(ts.MaskArray(ts.PolygonMask([shapely.box(1, 0, 3, 2)], (4, 4))))
+    '5 2 9 2'
+    """
+
+    def __init__(self, source: MaskSource) -> None:
+        self.source = source
+        self.shape = tuple(source.shape)
+        self.ndim = 2
+        self.dtype = np.dtype(np.uint8)
+
+    def __getitem__(self, key: tuple[slice, slice]) -> NDArray[np.uint8]:
+        ys, xs = key
+        y0, y1, _ = ys.indices(self.shape[0])
+        x0, x1, _ = xs.indices(self.shape[1])
+        if y1 <= y0 or x1 <= x0:
+            return np.zeros((max(0, y1 - y0), max(0, x1 - x0)), np.uint8)
+        return self.source.read(Box(y0, x0, y1 - y0, x1 - x0))
 
 
 # --------------------------------------------------------------------------------------------

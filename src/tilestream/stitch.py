@@ -21,7 +21,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ._components import row_runs
 from ._jit import njit
+from ._resample import block_majority
 from .errors import TilestreamError
 from .geometry import Box, check_reduce_factor
 from .rle import Order, runs_to_rle
@@ -143,36 +145,6 @@ def _column_runs(
         if h > 0 and mask[h - 1, j] != 0:
             ends[fill[j]] = h
             fill[j] += 1
-    return offsets, starts, ends
-
-
-@njit
-def _row_runs(
-    mask: NDArray[np.uint8],
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
-    # Runs of each row: CSR offsets per row, run starts and ends (columns, half-open).
-    h, w = mask.shape
-    offsets = np.zeros(h + 1, np.int64)
-    for i in range(h):
-        n = 0
-        for j in range(w):
-            if mask[i, j] != 0 and (j == 0 or mask[i, j - 1] == 0):
-                n += 1
-        offsets[i + 1] = offsets[i] + n
-    starts = np.empty(offsets[h], np.int64)
-    ends = np.empty(offsets[h], np.int64)
-    k = 0
-    for i in range(h):
-        j = 0
-        while j < w:
-            if mask[i, j] == 0:
-                j += 1
-                continue
-            starts[k] = j
-            while j < w and mask[i, j] != 0:
-                j += 1
-            ends[k] = j
-            k += 1
     return offsets, starts, ends
 
 
@@ -478,8 +450,9 @@ class Stitcher:
         if order == "F":  # columns are the lines: W lines of H pixels
             offsets, run_starts, run_ends = _column_runs(mask)
             starts, lengths = _scale_runs(offsets, run_starts, run_ends, self.reduce, w, h)
-        else:
-            offsets, run_starts, run_ends = _row_runs(mask)
+        else:  # rows are the lines: H lines of W pixels
+            rows, run_starts, run_ends = row_runs(mask)
+            offsets = np.searchsorted(rows, np.arange(mask.shape[0] + 1)).astype(np.int64)
             starts, lengths = _scale_runs(offsets, run_starts, run_ends, self.reduce, h, w)
         return runs_to_rle(starts + 1, lengths)
 
@@ -557,10 +530,19 @@ class StitchedMask:
         self, box: Box, reduce: int = 1, *, out: NDArray[np.uint8] | None = None
     ) -> NDArray[np.uint8]:
         """The mask of ``box`` at ``1/reduce`` (block majority of the upsampled canvas)."""
-        from .annotations import ArrayMask
-
-        up = _UpsampledView(self.canvas, self.reduce, self._shape)
-        return ArrayMask(up).read(box, reduce, out=out)
+        box.check_reduce(reduce)
+        h, w = self._shape
+        r = self.reduce
+        rows = np.arange(box.y, box.bottom)
+        cols = np.arange(box.x, box.right)
+        full = self.canvas[
+            np.clip(rows, 0, h - 1)[:, None] // r, np.clip(cols, 0, w - 1)[None, :] // r
+        ]
+        full[(rows < 0) | (rows >= h)] = 0
+        full[:, (cols < 0) | (cols >= w)] = 0
+        if out is None:
+            return block_majority(full, reduce)
+        return block_majority(full, reduce, out=out)
 
     def objects(self) -> Any:
         from .annotations import ArrayMask
@@ -570,23 +552,3 @@ class StitchedMask:
         return type(objects)(
             objects.bboxes * r, (objects.centroids + 0.5) * r - 0.5, objects.classes
         )
-
-
-class _UpsampledView:
-    """Array-like level-0 view of a reduced mask (nearest neighbour), sliced lazily."""
-
-    def __init__(self, canvas: NDArray[np.uint8], reduce: int, shape: tuple[int, int]) -> None:
-        self.canvas = canvas
-        self.reduce = reduce
-        self.shape = shape
-        self.ndim = 2
-        self.dtype = np.dtype(np.uint8)
-
-    def __getitem__(self, key: tuple[slice, slice]) -> NDArray[np.uint8]:
-        ys, xs = key
-        y0, y1, _ = ys.indices(self.shape[0])
-        x0, x1, _ = xs.indices(self.shape[1])
-        r = self.reduce
-        rows = np.arange(y0, y1) // r
-        cols = np.arange(x0, x1) // r
-        return self.canvas[rows[:, None], cols[None, :]]

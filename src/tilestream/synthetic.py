@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 
 from ._io import atomic_path
 from ._synthrender import FIELD_CELL, Fields, glomerulus_outline, render_into
-from .annotations import PolygonMask, write_json_atomic
+from .annotations import MaskArray, PolygonMask, write_json_atomic
 from .geometry import Box
 from .hubmap import INFO_CSV, SAMPLE_SUBMISSION, TRAIN_CSV, write_rle_csv, write_submission
 from .rle import rle_encode
@@ -214,22 +214,6 @@ def slide_labels(spec: SlideSpec) -> SlideLabels:
         if not clipped.is_empty:
             regions[name] = clipped
     return SlideLabels(glomeruli, sclerotic, regions)
-
-
-class _PolygonRaster:
-    """An array-like (H, W) whose slices are rasterized on demand (for band-wise RLE encoding)."""
-
-    def __init__(self, mask: PolygonMask) -> None:
-        self.mask = mask
-        self.shape = mask.shape
-        self.ndim = 2
-        self.dtype = np.dtype(np.uint8)
-
-    def __getitem__(self, key: tuple[slice, slice]) -> NDArray[np.uint8]:
-        ys, xs = key
-        y0, y1, _ = ys.indices(self.shape[0])
-        x0, x1, _ = xs.indices(self.shape[1])
-        return self.mask.read(Box(y0, x0, y1 - y0, x1 - x0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,7 +484,7 @@ def make_dataset(
                 ).to_geojson(glom_json)
             # The RLE of the polygons as written (re-read, so it matches the file exactly).
             polygons = PolygonMask.from_geojson(glom_json, shape)
-            train_rows.append((slide_id, rle_encode(_PolygonRaster(polygons))))
+            train_rows.append((slide_id, rle_encode(MaskArray(polygons))))
         else:
             test_ids.append(slide_id)
         cortex = labels.regions.get("Cortex")
