@@ -516,9 +516,10 @@ class Slide:
     def _chunk(
         self, level: int, page: PagePlan, plane: int, row: int, col: int, *, use_cache: bool
     ) -> NDArray[np.uint8]:
+        self._ensure_process()  # a forked child never uses the parent's cache or descriptor
         key = (self._identity, level, page.index, plane, row, col)
         if use_cache:
-            hit = self._cache.get(key) if self._pid == os.getpid() else None
+            hit = self._cache.get(key)
             if hit is not None:
                 return hit
         fd = self._file()
@@ -526,11 +527,14 @@ class Slide:
         segment = (plane * rows + row) * cols + col
         th = min(page.tile_height, page.height - row * page.tile_height)
         tw = min(page.tile_width, page.width - col * page.tile_width)
-        where = (
-            f"{self.path}: level {level}, tile (row {row}, col {col})"
-            + (f", plane {plane}" if page.planes > 1 else "")
-            + f" [{page.compression}]"
-        )
+
+        def where() -> str:  # only built for an error message
+            return (
+                f"{self.path}: level {level}, tile (row {row}, col {col})"
+                + (f", plane {plane}" if page.planes > 1 else "")
+                + f" [{page.compression}]"
+            )
+
         offset, count = int(page.offsets[segment]), int(page.bytecounts[segment])
         if count == 0 or offset == 0:
             chunk = np.full((th, tw, page.channels_per_plane), IMAGE_FILL, np.uint8)
@@ -538,7 +542,7 @@ class Slide:
             data = os.pread(fd, count, offset)
             if len(data) < count:
                 raise CorruptTileError(
-                    f"{where}: {len(data)} of {count} bytes at offset {offset}; truncated file"
+                    f"{where()}: {len(data)} of {count} bytes at offset {offset}; truncated file"
                 )
             try:
                 decoded = page.decode(data, segment, jpegtables=page.jpegtables)[0][0]
@@ -546,14 +550,14 @@ class Slide:
                 rows_stored = page.tile_height if page.is_tiled else th  # last strip is short
                 decoded = decode_lenient(page, data, rows_stored, page.tile_width)
                 if decoded is None:
-                    raise CorruptTileError(f"{where}: failed to decode: {err}") from err
+                    raise CorruptTileError(f"{where()}: failed to decode: {err}") from err
             try:
                 chunk = page.convert(decoded)
             except Exception as err:
-                raise CorruptTileError(f"{where}: failed to convert samples: {err}") from err
+                raise CorruptTileError(f"{where()}: failed to convert samples: {err}") from err
             if chunk.shape[0] < th or chunk.shape[1] < tw:
                 raise CorruptTileError(
-                    f"{where}: decoded {chunk.shape[0]}x{chunk.shape[1]} pixels, "
+                    f"{where()}: decoded {chunk.shape[0]}x{chunk.shape[1]} pixels, "
                     f"expected at least {th}x{tw}"
                 )
         if use_cache:
