@@ -305,3 +305,21 @@ def test_two_process_gloo_ranks_are_disjoint(hubmap_root: Path, tmp_path: Path) 
     assert not a & b
     assert a | b == set(range(25))
     assert [r["len"] for r in results] == [13, 12]
+
+
+def test_persistent_workers_follow_set_epoch(sources: list[ts.SlideSource]) -> None:
+    ds = random_ds(sources, n=8)
+    loader = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True)
+    epochs = []
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        epochs.append(sorted((s["index"], tuple(s["box"].tolist())) for s in loader))
+    assert epochs[0] != epochs[1]
+    fresh = random_ds(sources, n=8)
+    fresh.set_epoch(1)
+    assert epochs[1] == sorted((s["index"], tuple(s["box"].tolist())) for s in fresh)
+
+
+def test_images_are_contiguous_chw(sources: list[ts.SlideSource]) -> None:
+    sample = next(iter(random_ds(sources, n=2)))
+    assert sample["image"].is_contiguous() and sample["image"].shape == (3, 64, 64)

@@ -11,6 +11,7 @@ skips the indices already consumed, whatever the new sharding.
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -127,8 +128,8 @@ class TileDataset(IterableDataset[dict[str, Any]]):
     Yields
     ------
     dict
-        ``image``: uint8 tensor ``(C, h, w)`` (a view of the HWC read: ``torch.stack`` in the
-        collate makes the batch contiguous); ``mask``: uint8 tensor ``(1, h, w)`` when the
+        ``image``: uint8 tensor ``(C, h, w)`` (contiguous without a transform; with one, a
+        ``(C, h, w)`` view of the transform's HWC output); ``mask``: uint8 tensor ``(1, h, w)`` when the
         source has a mask; ``slide``: the slide id; ``box``: int64 tensor
         ``(y, x, height, width)`` at level 0; ``index``: the sample's index in the epoch.
 
@@ -175,7 +176,9 @@ class TileDataset(IterableDataset[dict[str, Any]]):
         self.on_error = on_error
         self.max_open_slides = max(1, int(max_open_slides))
         self._rank, self._world = rank, world_size
-        self.epoch = 0
+        # The epoch lives in shared memory so that persistent DataLoader workers (which keep
+        # their own copy of the dataset) see set_epoch() from the main process.
+        self._epoch = mp.get_context().RawValue("q", 0)
         self._consumed: set[int] = set()
         self.skipped = 0
         self.infos = [self._prepare(src) for src in self.sources]
@@ -227,11 +230,19 @@ class TileDataset(IterableDataset[dict[str, Any]]):
 
     # -- epochs, sharding, resume ----------------------------------------------------------
 
+    @property
+    def epoch(self) -> int:
+        """The current epoch (shared with DataLoader workers, persistent ones included)."""
+        return int(self._epoch.value)
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (samples differ between epochs); forgets consumed indices."""
+        """Select the epoch (samples differ between epochs); forgets consumed indices.
+
+        Persistent DataLoader workers see the new epoch at their next ``iter()``.
+        """
         if int(epoch) != self.epoch:
             self._consumed.clear()
-        self.epoch = int(epoch)
+        self._epoch.value = int(epoch)
 
     def record(self, indices: Any) -> None:
         """Mark samples as consumed (pass each batch's ``"index"`` after using it)."""
@@ -250,7 +261,7 @@ class TileDataset(IterableDataset[dict[str, Any]]):
             raise ValueError(
                 f"state was saved with seed {state['seed']}, this dataset has seed {self.seed}"
             )
-        self.epoch = int(state["epoch"])
+        self._epoch.value = int(state["epoch"])
         self._consumed = {int(v) for v in state["consumed"]}
 
     def rank_world(self) -> tuple[int, int]:
@@ -332,18 +343,29 @@ class TileDataset(IterableDataset[dict[str, Any]]):
             yield sample
 
     def _read(self, source: SlideSource, box: Box, reduce: int) -> dict[str, Any]:
-        image = source.slide.read(box, reduce)
         mask = source.mask.read(box, reduce) if source.mask is not None else None
-        if self.transform is not None:
-            out = (
-                self.transform(image=image, mask=mask)
-                if mask is not None
-                else self.transform(image=image)
+        if self.transform is None:
+            # Read straight into a (C, h, w) tensor through an (h, w, C) view of it: the
+            # channel transpose happens in the reader's own copy, not in the collate.
+            chw = torch.empty(
+                (source.slide.channels, box.height // reduce, box.width // reduce),
+                dtype=torch.uint8,
             )
-            image = np.ascontiguousarray(out["image"])
+            source.slide.read(box, reduce, out=chw.numpy().transpose(1, 2, 0))
+            sample: dict[str, Any] = {"image": chw}
             if mask is not None:
-                mask = np.ascontiguousarray(out["mask"])
-        sample: dict[str, Any] = {"image": torch.from_numpy(image).permute(2, 0, 1)}
+                sample["mask"] = torch.from_numpy(mask)[None]
+            return sample
+        image = source.slide.read(box, reduce)
+        out = (
+            self.transform(image=image, mask=mask)
+            if mask is not None
+            else self.transform(image=image)
+        )
+        image = np.ascontiguousarray(out["image"])
+        if mask is not None:
+            mask = np.ascontiguousarray(out["mask"])
+        sample = {"image": torch.from_numpy(image).permute(2, 0, 1)}
         if mask is not None:
             sample["mask"] = torch.from_numpy(mask)[None]
         return sample
