@@ -3,10 +3,11 @@ how often a grid pass decodes each stored tile.
 
 Run with ``.venv/bin/python -m pytest benchmarks/bench_dataset.py`` (needs the ``bench``
 extra: tiffslide, opencv-python-headless, psutil; a test whose package is missing is skipped).
-About 5-7 minutes once the data is cached; the first run generates the slides (three 10000²
+About 5-7.5 minutes once the data is cached; the first run generates the slides (three 10000²
 with a pyramid, three without, one 40000²: ~6 min) into ``$TILESTREAM_BENCH_DIR`` (default
 ``~/.cache/tilestream-bench``), with their glomerulus labels beside them (``*-glomeruli.json``,
-GeoJSON polygons; ``*-glomeruli.rle``, the column-major RLE of those polygons).
+GeoJSON polygons; ``*-glomeruli.rle``, the column-major RLE of those polygons; remade when the
+code deriving them changes). Figures and their reading: docs/performance.md, "Dataset".
 
 The pipeline
 ------------
@@ -56,7 +57,7 @@ are given.
 Other tests
 -----------
 - ``test_loader_no_pyramid``: tilestream vs the user way on the same slides written without a
-  pyramid (HuBMAP's own files have none): tilestream then reads level 0 too.
+  pyramid (HuBMAP's own files mostly have none): tilestream then reads level 0 too.
 - ``test_slide_size``: tilestream on one 10000² vs one 40000² slide, same sampler settings,
   interleaved, in a fresh Python process (so that the worker RSS counts only what a training
   script would hold: torch, tilestream and the datasets); the rate over the second half of
@@ -64,8 +65,9 @@ Other tests
 - ``test_grid_pass``: ``GridSampler`` passes over a whole slide with ``num_workers=0``; decoded
   chunks (misses of ``ChunkCache.shared()``) against the stored tiles of the level read and the
   tiles the windows touch.
-- ``test_sample_stages``: pytest-benchmark of each step of one sample in one process (sampler
-  draw, image read, mask reads, tensor conversion, collate; the user way's and PNG's steps).
+- ``test_sample_stages``: pytest-benchmark of each step of one sample in one process with
+  torch at 1 thread, as in a worker (sampler draw, image read, mask reads, tensor conversion,
+  collate of the permuted views and of contiguous tiles; the user way's and PNG's steps).
 - ``test_contenders_agree``: the contenders read the same pixels where they should.
 """
 
@@ -105,15 +107,15 @@ POSITIVE = 0.5
 GLOMERULI_PER_MPX = 3.5
 SEED = 0
 
-ROUNDS = 5  # interleaved rounds of test_loader_10k
+ROUNDS = 4  # interleaved rounds of test_loader_10k
 N_FAST = 2048  # tiles per round for tilestream and the DataLoader-only ceiling
-N_USER = 384  # tiles per round for the user way (a prefix of tilestream's windows)
+N_USER = 256  # tiles per round for the user way (a prefix of tilestream's windows)
 N_PNG = 1024  # pre-cut PNG pairs (epoch 0's first windows), all read every round
 NOPYR_ROUNDS = 3
-NOPYR_FAST = 1024
-NOPYR_USER = 256
-SIZE_ROUNDS = 4
-SIZE_N = 3072
+NOPYR_FAST = 320
+NOPYR_USER = 192
+SIZE_ROUNDS = 3
+SIZE_N = 6144
 STAGE_BOXES = 64  # windows per pytest-benchmark round of test_sample_stages
 RSS_PERIOD_S = 0.2
 USS_EVERY = 3  # USS (smaps) every 3rd RSS sample
@@ -724,6 +726,14 @@ def _size_main(args: dict[str, Any]) -> None:
     keys = list(sources)
     out: dict[str, Any] = {k: [] for k in keys}
     out["parent_rss_before_data"] = rss_start
+    # Tiles a worker decodes per epoch (its cache starts empty): distinct tiles of the level
+    # read under worker 0's windows of the first epoch.
+    out["decodes_per_worker"] = {}
+    for key, srcs in sources.items():
+        ds = tile_dataset(srcs, args["n"], 1)
+        boxes = [ds.address(g)[1] for g in ds.shard_indices(0, WORKERS)]
+        rows = np.array([[b.y, b.x, b.height, b.width] for b in boxes], np.int64)
+        out["decodes_per_worker"][key] = touched_tiles(srcs[0].slide, rows, REDUCE)
     for r in range(args["rounds"]):
         for key in keys[r % 2 :] + keys[: r % 2]:
             warm([sources[key][0].slide.path])
@@ -769,6 +779,7 @@ def test_slide_size(setup_10k: Setup, slide_40k: SlideData, results: Any) -> Non
             worker_pss_mib=max(r["pss"] for r in runs) / MIB,
             parent_rss_mib=max(r["parent_rss"] for r in runs) / MIB,
             tiles_per_round=SIZE_N,
+            tiles_decoded_per_worker=out["decodes_per_worker"][key],
         )  # fmt: skip
     ratios = {}
     for attr in ("steady", "total", "second_half"):
@@ -841,11 +852,12 @@ def test_grid_pass(case: str, setup_10k: Setup, slide_40k: SlideData, results: A
     cache.clear()
     hits0, misses0 = cache.hits, cache.misses
     t0 = time.perf_counter()
-    n = sum(int(b["image"].shape[0]) for b in DataLoader(ds, batch_size=BATCH, num_workers=0))
+    # batch_size=None: samples one by one (no collate), the decode count is what is measured
+    n = sum(1 for _ in DataLoader(ds, batch_size=None, num_workers=0))
     elapsed = time.perf_counter() - t0
     decoded, hits = cache.misses - misses0, cache.hits - hits0
     results.record(
-        table="dataset: grid pass, num_workers=0, decoded chunks", scenario=case,
+        table="dataset: grid pass, num_workers=0, no collate, decoded chunks", scenario=case,
         contender="tilestream GridSampler", windows=n, level=level_index,
         stored_tiles=stored, touched_tiles=touched, decoded=decoded, cache_hits=hits,
         x_decoded_per_touched=decoded / max(touched, 1), x_decoded_per_stored=decoded / stored,
@@ -912,6 +924,7 @@ def _stage_fns(c: StageContext) -> dict[str, Callable[[], Any]]:
     samples = [_tensors(i, m) for i, m in zip(c.images, c.masks, strict=True)]
     for smp, (k, b) in zip(samples, w, strict=True):
         smp.update(slide=s.rle_sources[k].id, box=torch.tensor([b.y, b.x, b.height, b.width]))
+    contiguous = [{**smp, "image": smp["image"].contiguous()} for smp in samples]
 
     def each(f: Callable[[int, ts.Box], Any]) -> Callable[[], None]:
         return lambda: [f(k, b) for k, b in w]
@@ -931,6 +944,9 @@ def _stage_fns(c: StageContext) -> dict[str, Callable[[], Any]]:
         "ts whole sample (TileDataset iteration)": lambda: sum(1 for _ in c.ds),
         "collate (per tile, batches of 32)": lambda: [
             collate(samples[i : i + BATCH]) for i in range(0, len(samples), BATCH)
+        ],
+        "collate, tiles already contiguous CHW": lambda: [
+            collate(contiguous[i : i + BATCH]) for i in range(0, len(contiguous), BATCH)
         ],
         "user tiffslide read_region 1024 (x8)": lambda: [
             c.tiffslides[k].read_region((b.x, b.y), 0, (TILE, TILE), as_array=True)
@@ -959,6 +975,7 @@ STAGES = [
     "ts tensors (from_numpy, permute, box)",
     "ts whole sample (TileDataset iteration)",
     "collate (per tile, batches of 32)",
+    "collate, tiles already contiguous CHW",
     "user tiffslide read_region 1024 (x8)",
     "user cv2.resize INTER_AREA (x8)",
     "user mask crop + INTER_NEAREST",
@@ -969,11 +986,16 @@ STAGES = [
 @pytest.mark.parametrize("stage", STAGES)
 def test_sample_stages(benchmark: Any, stages: StageContext, results: Any, stage: str) -> None:
     fn = _stage_fns(stages)[stage]
-    fn()  # warm-up: caches, lazy handles, kernels
     per = 8 if "(x8)" in stage else STAGE_BOXES
     benchmark.group = "dataset: one sample's stages, one process (64 windows per round)"
     benchmark.extra_info["per_round"] = per
-    benchmark.pedantic(fn, rounds=5, iterations=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker (intra-op threads stall under load)
+    try:
+        fn()  # warm-up: caches, lazy handles, kernels
+        benchmark.pedantic(fn, rounds=5, iterations=1)
+    finally:
+        torch.set_num_threads(threads)
     stats = benchmark.stats.stats if benchmark.stats is not None else None
     if stats is not None:
         us = 1e6 * stats.median / per

@@ -323,3 +323,21 @@ def test_persistent_workers_follow_set_epoch(sources: list[ts.SlideSource]) -> N
 def test_images_are_contiguous_chw(sources: list[ts.SlideSource]) -> None:
     sample = next(iter(random_ds(sources, n=2)))
     assert sample["image"].is_contiguous() and sample["image"].shape == (3, 64, 64)
+
+
+def test_resume_then_later_epochs_with_persistent_workers(sources: list[ts.SlideSource]) -> None:
+    ds = random_ds(sources, n=12)
+    ds.load_state_dict({"epoch": 0, "seed": 3, "consumed": [0, 1, 2, 3]})
+    loader = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True)
+    # (counted without len(loader): torch keeps a persistent iterator's first length)
+    assert sum(1 for _ in loader) == 8  # the rest of epoch 0
+    ds.set_epoch(1)
+    assert sum(1 for _ in loader) == 12  # a whole new epoch, nothing skipped
+
+
+def test_transform_must_return_numpy(sources: list[ts.SlideSource]) -> None:
+    def to_tensor(image: np.ndarray, mask: np.ndarray) -> dict[str, object]:
+        return {"image": torch.from_numpy(image).permute(2, 0, 1), "mask": mask}
+
+    with pytest.raises(ts.TileReadError, match="transform must return numpy"):
+        next(iter(random_ds(sources, n=2, transform=to_tensor)))

@@ -12,7 +12,7 @@ import numpy as np
 __all__ = ["DEFAULT_CACHE_BYTES", "ChunkCache"]
 
 #: Budget of the process-wide cache that slides share by default.
-DEFAULT_CACHE_BYTES = 256 * 2**20
+DEFAULT_CACHE_BYTES = 128 * 2**20
 
 _shared: tuple[int, ChunkCache] | None = None
 _shared_lock = threading.Lock()
@@ -40,7 +40,8 @@ class ChunkCache:
 
         Every slide opened without ``cache_bytes`` uses it, so the decoded-tile memory of a
         process (a DataLoader worker, a dask worker) stays bounded however many slides it
-        reads. Change its budget with :meth:`resize`.
+        reads. Change its budget with :meth:`resize`; a forked worker starts its own cache at
+        the default budget, so resize it in the worker (e.g. in a ``worker_init_fn``).
         """
         global _shared, _shared_lock
         pid = os.getpid()

@@ -156,13 +156,14 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
                 mask = PolygonMask.from_geojson(mask_path, slide.shape)
             else:
                 rles = read_rle_csv(mask_path)
-                if path.stem not in rles:
+                slide_id = path.name.split(".")[0]
+                if slide_id not in rles:
                     print(
-                        f"tilestream: error: {mask_path} has no row for id {path.stem!r}",
+                        f"tilestream: error: {mask_path} has no row for id {slide_id!r}",
                         file=sys.stderr,
                     )
                     return 2
-                mask = RleMask(rles[path.stem], slide.shape)
+                mask = RleMask(rles[slide_id], slide.shape)
         source = SlideSource(slide, mask=mask, regions=regions)
     sampler: RandomSampler | GridSampler
     if args.sampler == "random":
@@ -266,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tilestream`` command."""
     parser = argparse.ArgumentParser(
         prog="tilestream",
-        description="Inspect gigapixel TIFF slides (tilestream).",
+        description="Gigapixel TIFF slides: inspect, make synthetic data, preview training "
+        "tiles, predict and overlay (tilestream).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -325,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     pred = sub.add_parser(
         "predict", help="predict slides with a model and write a Kaggle submission.csv"
     )
-    pred.add_argument("model", help="TorchScript file, or a tilestream-smp-v1 checkpoint")
+    pred.add_argument(
+        "model", help="torch.export .pt2, TorchScript, or a tilestream-smp-v1 checkpoint"
+    )
     pred.add_argument(
         "slides", nargs="+", help="slide files (the id is the name up to its first dot)"
     )

@@ -112,13 +112,14 @@ class TileDataset(IterableDataset[dict[str, Any]]):
         sampler yields its whole list, or its first ``samples_per_epoch`` windows).
     transform : callable, optional
         Called as ``transform(image=HWC uint8, mask=HW uint8)`` (``mask`` left out when there
-        is none) and returning a mapping with ``"image"`` (and ``"mask"``): an albumentations
-        ``Compose`` works as is.
+        is none) and returning a mapping with numpy ``"image"`` (h, w, C) (and ``"mask"``
+        (h, w)): an albumentations ``Compose`` works as is (without ``ToTensorV2``).
     seed : int
         Base of every sample's random stream.
     on_error : {"raise", "skip"}
         On a tile that cannot be read: raise :class:`TileReadError` naming slide and box, or
-        log it (logger ``"tilestream"``), count it in :attr:`skipped` and go on.
+        log it (logger ``"tilestream"``), count it in :attr:`skipped` (of the process that
+        read it: a DataLoader worker's count stays in the worker) and go on.
     rank, world_size : int, optional
         Override the rank and world size (default: from ``torch.distributed`` when it is
         initialised, else 0 and 1).
@@ -180,6 +181,7 @@ class TileDataset(IterableDataset[dict[str, Any]]):
         # their own copy of the dataset) see set_epoch() from the main process.
         self._epoch = mp.get_context().RawValue("q", 0)
         self._consumed: set[int] = set()
+        self._consumed_epoch = 0  # the epoch the consumed indices belong to
         self.skipped = 0
         self.infos = [self._prepare(src) for src in self.sources]
         if isinstance(sampler, GridSampler):
@@ -243,12 +245,16 @@ class TileDataset(IterableDataset[dict[str, Any]]):
         if int(epoch) != self.epoch:
             self._consumed.clear()
         self._epoch.value = int(epoch)
+        self._consumed_epoch = int(epoch)
 
     def record(self, indices: Any) -> None:
         """Mark samples as consumed (pass each batch's ``"index"`` after using it)."""
         values = indices.tolist() if hasattr(indices, "tolist") else indices
         if isinstance(values, int):
             values = [values]
+        if self._consumed_epoch != self.epoch:
+            self._consumed.clear()
+            self._consumed_epoch = self.epoch
         self._consumed.update(int(v) for v in values)
 
     def state_dict(self) -> dict[str, Any]:
@@ -263,6 +269,7 @@ class TileDataset(IterableDataset[dict[str, Any]]):
             )
         self._epoch.value = int(state["epoch"])
         self._consumed = {int(v) for v in state["consumed"]}
+        self._consumed_epoch = int(state["epoch"])
 
     def rank_world(self) -> tuple[int, int]:
         """``(rank, world_size)``: the overrides, else ``torch.distributed``, else (0, 1)."""
@@ -287,6 +294,8 @@ class TileDataset(IterableDataset[dict[str, Any]]):
         """Samples this rank yields this epoch over all its workers (consumed ones excluded)."""
         rank, world = self.rank_world()
         part = shard_range(self.samples_per_epoch, rank, world)
+        if self._consumed_epoch != self.epoch:
+            return len(part)
         return len(part) - sum(1 for g in self._consumed if g in part)
 
     # -- sampling --------------------------------------------------------------------------
@@ -315,7 +324,9 @@ class TileDataset(IterableDataset[dict[str, Any]]):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         indices = self.shard_indices(worker, workers)
-        consumed = self._consumed
+        # consumed indices only apply to the epoch they were recorded in (persistent workers
+        # keep this object across epochs and read the epoch from shared memory)
+        consumed = self._consumed if self._consumed_epoch == self.epoch else set()
         opened: OrderedDict[int, None] = OrderedDict()
         reduce = self.sampler.reduce
         for g in indices:
@@ -362,6 +373,12 @@ class TileDataset(IterableDataset[dict[str, Any]]):
             if mask is not None
             else self.transform(image=image)
         )
+        if not isinstance(out.get("image"), np.ndarray) or np.ndim(out["image"]) != 3:
+            raise TypeError(
+                "transform must return numpy arrays: image (h, w, C) and mask (h, w), got image "
+                f"{type(out.get('image')).__name__} {tuple(np.shape(out.get('image')))}; drop "
+                "ToTensorV2 / Normalize-to-tensor steps (TileDataset makes the tensors)"
+            )
         image = np.ascontiguousarray(out["image"])
         if mask is not None:
             mask = np.ascontiguousarray(out["mask"])

@@ -109,6 +109,15 @@ CHECKPOINT_FORMAT = "tilestream-smp-v1"
 def load_model(path: str | os.PathLike[str], device: str | None = None) -> torch.nn.Module:
     """Load a model for inference: ``torch.export``, TorchScript, or a state-dict checkpoint.
 
+    Parameters
+    ----------
+    path : path
+        The model file.
+    device : str, optional
+        Where to load the weights (default CPU).
+
+    Notes
+    -----
     Three formats are read:
 
     - a ``.pt2`` file from ``torch.export.save`` (self-contained; export with a dynamic batch
@@ -123,7 +132,9 @@ def load_model(path: str | os.PathLike[str], device: str | None = None) -> torch
     Raises
     ------
     ValueError
-        The file is neither (the message says what was found).
+        The file is none of these (the message says what was found).
+    ImportError
+        A state-dict checkpoint without segmentation-models-pytorch installed.
     """
     path = os.fspath(path)
     location = torch.device(device) if device is not None else torch.device("cpu")
@@ -226,8 +237,11 @@ def predict_slide(
         count as background (probability 0). 0 predicts every window.
     progress : bool
         Show a tqdm progress bar.
-    store, resume :
-        Passed to :class:`Stitcher`: a zarr canvas on disk for slides beyond RAM.
+    store : path, optional
+        A zarr canvas on disk for slides beyond RAM (see :class:`Stitcher`).
+    resume : bool
+        Reopen an existing ``store`` and add to it. Every window is predicted and added again,
+        so use it only to continue a canvas filled elsewhere, not to re-run a slide.
     blend : {"gaussian", "pyramid", "mean", "center"}
         Window weighting.
     activation : {"sigmoid", "softmax", None}
@@ -256,6 +270,7 @@ def predict_slide(
     StitchError
         The model returns the wrong shape or NaN.
     """
+    opened_here = not isinstance(slide, Slide)
     source = SlideSource(slide, tissue=tissue, id=slide_id)
     sampler = GridSampler(tile, overlap=overlap, reduce=reduce, min_tissue=min_tissue)
     dataset = TileDataset([source], sampler)
@@ -328,6 +343,8 @@ def predict_slide(
             bar.update(1)
     bar.close()
     stitcher.flush()
+    if opened_here:
+        source.slide.close()  # frees its tiles from the process cache
     return stitcher
 
 
@@ -519,6 +536,7 @@ def predict_slides(
     min_tissue: float = 0.0,
     blend: Blend = "gaussian",
     activation: Activation = "sigmoid",
+    num_workers: int = 0,
     retries: int = 2,
 ) -> Path:
     """Predict many slides, one task per slide, and write ``submission.csv``; return its path.
@@ -535,11 +553,20 @@ def predict_slides(
         ``{id}.zarr`` (the probability canvas, when ``keep_probabilities``) and the submission.
     client : dask.distributed.Client, optional
         Where the tasks run; default a ``LocalCluster`` of ``n_workers`` single-threaded
-        processes, closed afterwards.
+        processes, closed afterwards. Scripts must guard the call with
+        ``if __name__ == "__main__":`` (dask starts workers by importing the script).
+    n_workers : int
+        Worker processes of the default ``LocalCluster``.
     serial : bool
         Run in this process, one slide after the other (no dask).
     threshold : float
         Probability cut of the masks.
+    keep_probabilities : bool
+        Keep each slide's probability canvas as ``{id}.zarr`` (else predict in RAM).
+    submission : str
+        File name of the submission inside ``out_dir``.
+    num_workers : int
+        DataLoader workers per slide (reading windows while the model computes).
     retries : int
         Times dask re-runs a slide whose worker died.
     tile, overlap, reduce, batch_size, tta, device, amp, min_tissue, blend, activation :
@@ -568,6 +595,7 @@ def predict_slides(
         "min_tissue": min_tissue,
         "blend": blend,
         "activation": activation,
+        "num_workers": num_workers,
     }
     results: dict[str, str] = {}
     if serial:

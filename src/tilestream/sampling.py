@@ -127,8 +127,8 @@ class RandomSampler:
     positive_fraction : float
         Probability that a box is centred (with jitter) on a labelled object of the slide.
     jitter : float
-        Largest offset of an object-centred box from the object's centre, as a fraction of
-        the tile (uniform in each axis).
+        Offset of an object-centred box from the object's centre: uniform in
+        ``[-jitter * tile / 2, jitter * tile / 2]`` in each axis.
     region_weights : mapping of region name (or None) to weight, optional
         Draw tissue boxes from regions with these weights, e.g.
         ``{"Cortex": 0.7, "Medulla": 0.2, None: 0.1}`` (``None``: tissue in no named region).
@@ -177,14 +177,17 @@ class RandomSampler:
 
     @property
     def needs_tissue(self) -> bool:
+        """Whether slides need a tissue map (boxes are drawn over tissue)."""
         return True
 
     @property
     def needs_objects(self) -> bool:
+        """Whether label objects are needed (object-centred boxes)."""
         return self.positive_fraction > 0
 
     @property
     def needs_regions(self) -> bool:
+        """Whether region rasters are needed (region-weighted boxes)."""
         return self.region_weights is not None
 
     def slide_probabilities(self, infos: Sequence[SourceInfo]) -> NDArray[np.float64]:
@@ -337,18 +340,22 @@ class GridSampler:
 
     @property
     def stride(self) -> int:
+        """Distance between window starts, level-0 px."""
         return self.tile - self.overlap
 
     @property
     def needs_tissue(self) -> bool:
+        """Whether slides need a tissue map (only to skip windows)."""
         return self.min_tissue > 0
 
     @property
     def needs_objects(self) -> bool:
+        """Grid windows ignore label objects."""
         return False
 
     @property
     def needs_regions(self) -> bool:
+        """Grid windows ignore regions."""
         return False
 
     def boxes(self, info: SourceInfo) -> NDArray[np.int64]:

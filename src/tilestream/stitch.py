@@ -100,19 +100,21 @@ def _accumulate(
     cx: int,
     h: int,
     w: int,
-) -> bool:
-    # sums[c, cy:cy+h, cx:cx+w] += probs[c, py:py+h, px:px+w] * window[...]; returns False on NaN
-    channels = sums.shape[0]
+) -> None:
+    # sums[c, cy:cy+h, cx:cx+w] += probs[c, py:py+h, px:px+w] * window; weights += window.
+    # Innermost loops run along rows without branches, so they vectorise.
     for i in range(h):
+        wrow = window[py + i]
+        out = weights[cy + i]
         for j in range(w):
-            wt = window[py + i, px + j]
-            weights[cy + i, cx + j] += wt
-            for c in range(channels):
-                v = probs[c, py + i, px + j]
-                if v != v:
-                    return False
-                sums[c, cy + i, cx + j] += v * wt
-    return True
+            out[cx + j] += wrow[px + j]
+    for c in range(sums.shape[0]):
+        for i in range(h):
+            wrow = window[py + i]
+            prow = probs[c, py + i]
+            srow = sums[c, cy + i]
+            for j in range(w):
+                srow[cx + j] += prow[px + j] * wrow[px + j]
 
 
 @njit
@@ -220,8 +222,10 @@ class Stitcher:
 
     Notes
     -----
-    Memory: ``4 * (channels + 1)`` bytes per canvas pixel in RAM, or one chunk row of windows
-    when the canvas is a zarr store. Not thread-safe: add windows from one thread.
+    Memory while adding: ``4 * (channels + 1)`` bytes per canvas pixel in RAM, or the chunks
+    under one window with a zarr store. Reading results (:meth:`probabilities`, :meth:`to_rle`,
+    ...) loads the canvas: about 4 bytes per pixel more for probabilities, 1 for masks.
+    Not thread-safe: add windows from one thread.
 
     Examples
     --------
@@ -384,19 +388,20 @@ class Stitcher:
         margin = self.overlap // (2 * r)
         window = blend_window(h, w, self.blend, margin)
         a = np.ascontiguousarray(a)
+        if not np.isfinite(a).all():
+            raise StitchError(
+                f"probabilities for {box} contain NaN or infinite values; check the model's output"
+            )
         if self.store is None:
-            ok = _accumulate(
+            _accumulate(
                 self._sums, self._weights, a, window, y0 - cy, x0 - cx, y0, x0, y1 - y0, x1 - x0
             )
         else:
             sums = np.asarray(self._sums[:, y0:y1, x0:x1])
             weights = np.asarray(self._weights[y0:y1, x0:x1])
-            ok = _accumulate(sums, weights, a, window, y0 - cy, x0 - cx, 0, 0, y1 - y0, x1 - x0)
-            if ok:
-                self._sums[:, y0:y1, x0:x1] = sums
-                self._weights[y0:y1, x0:x1] = weights
-        if not ok:
-            raise StitchError(f"probabilities for {box} contain NaN; check the model's output")
+            _accumulate(sums, weights, a, window, y0 - cy, x0 - cx, 0, 0, y1 - y0, x1 - x0)
+            self._sums[:, y0:y1, x0:x1] = sums
+            self._weights[y0:y1, x0:x1] = weights
         self.windows += 1
 
     # -- results --------------------------------------------------------------------------
@@ -431,10 +436,20 @@ class Stitcher:
         return covered
 
     def mask(self, threshold: float = 0.5, *, channel: int = 0) -> NDArray[np.uint8]:
-        """The thresholded canvas (``p >= threshold``), ``(h, w)`` uint8 at reduced scale."""
-        probs = self.probabilities()
-        plane = probs if self.channels == 1 else probs[channel]
-        return (plane >= threshold).astype(np.uint8)
+        """The thresholded canvas (``p >= threshold``), ``(h, w)`` uint8 at reduced scale.
+
+        Computed band by band (``sums >= threshold * weights`` where covered), so no
+        full-size float copy of the canvas is made.
+        """
+        ch, cw = self.canvas_shape
+        out = np.zeros((ch, cw), np.uint8)
+        band = max(1, (16 << 20) // max(1, 4 * cw))
+        for y in range(0, ch, band):
+            sums = np.asarray(self._sums[channel, y : y + band])
+            weights = np.asarray(self._weights[y : y + band])
+            np.greater_equal(sums, threshold * weights, out=out[y : y + band].view(np.bool_))
+            out[y : y + band][weights <= 0] = 0
+        return out
 
     def to_rle(self, threshold: float = 0.5, order: Order = "F", *, channel: int = 0) -> str:
         """RLE of the thresholded prediction at level 0 (slide shape), 1-based.
@@ -515,7 +530,10 @@ class Stitcher:
 
 
 class StitchedMask:
-    """A reduced-scale binary mask read at level 0 (each pixel a ``reduce x reduce`` block)."""
+    """A reduced-scale binary mask read at level 0 (each pixel a ``reduce x reduce`` block).
+
+    Returned by :meth:`Stitcher.as_mask_source`; a :class:`~tilestream.MaskSource`.
+    """
 
     def __init__(self, mask: NDArray[np.uint8], reduce: int, shape: tuple[int, int]) -> None:
         self.canvas = mask
@@ -524,6 +542,7 @@ class StitchedMask:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the slide at level 0."""
         return self._shape
 
     def read(
@@ -545,6 +564,7 @@ class StitchedMask:
         return block_majority(full, reduce, out=out)
 
     def objects(self) -> Any:
+        """Connected components of the predicted mask, in level-0 pixels."""
         from .annotations import ArrayMask
 
         objects = ArrayMask(self.canvas).objects()
