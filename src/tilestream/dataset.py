@@ -376,7 +376,7 @@ class TileDataset(IterableDataset[dict[str, Any]]):
         if not isinstance(out.get("image"), np.ndarray) or np.ndim(out["image"]) != 3:
             raise TypeError(
                 "transform must return numpy arrays: image (h, w, C) and mask (h, w), got image "
-                f"{type(out.get('image')).__name__} {tuple(np.shape(out.get('image')))}; drop "
+                f"{type(out.get('image')).__name__} {tuple(getattr(out.get('image'), 'shape', ()))}; drop "
                 "ToTensorV2 / Normalize-to-tensor steps (TileDataset makes the tensors)"
             )
         image = np.ascontiguousarray(out["image"])

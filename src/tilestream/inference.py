@@ -144,7 +144,9 @@ def load_model(path: str | os.PathLike[str], device: str | None = None) -> torch
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            module: torch.nn.Module = torch.jit.load(path, map_location=location)
+            module: torch.nn.Module = torch.jit.load(  # type: ignore[no-untyped-call]
+                path, map_location=location
+            )
         return module
     except (RuntimeError, ValueError):
         pass
