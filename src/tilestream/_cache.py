@@ -12,7 +12,7 @@ import numpy as np
 __all__ = ["DEFAULT_CACHE_BYTES", "ChunkCache"]
 
 #: Budget of the process-wide cache that slides share by default.
-DEFAULT_CACHE_BYTES = 128 * 2**20
+DEFAULT_CACHE_BYTES = 256 * 2**20
 
 _shared: tuple[int, ChunkCache] | None = None
 _shared_lock = threading.Lock()

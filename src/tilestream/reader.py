@@ -94,7 +94,7 @@ class Slide:
     cache_bytes : int, optional
         Budget of a private LRU of decoded tiles for this slide, in bytes (0 disables
         caching). By default the slide uses the process-wide cache
-        (:meth:`ChunkCache.shared`, 128 MiB shared by every slide of the process).
+        (:meth:`ChunkCache.shared`, 256 MiB shared by every slide of the process).
 
     Notes
     -----
