@@ -182,7 +182,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     _NOTES.append(f"versions: {_versions()}; python {sys.version.split()[0]}; "
                   f"{os.cpu_count()} CPUs")
     tr = terminalreporter
-    tr.section("tilestream reader benchmarks: figures of this run")
+    tr.section("tilestream benchmarks: figures of this run")
     _add_ratios(_RESULTS)
     tables: dict[str, list[dict[str, Any]]] = {}
     for row in _RESULTS:
