@@ -520,5 +520,10 @@ def test_time_budget_reserves_time_for_later_folds() -> None:
     assert trainer.out_of_time(left / 3 + 1, later_folds=2)
     assert not trainer.out_of_time(left - 1, later_folds=0)
     assert trainer.out_of_time(left + 1, later_folds=0)
+    # The submission's prediction is reserved too: test pixels x fold models x validation pace.
+    trainer.test_px, trainer.predict_s_per_px = 2e6, 1e-5  # 20 s per model, 3 folds
+    assert trainer.final_reserve_s() == pytest.approx(train.FINAL_RESERVE_S + 60)
+    assert not trainer.out_of_time(left - 61, later_folds=0)
+    assert trainer.out_of_time(left - 59, later_folds=0)
     unlimited = train.Trainer(config.TrainConfig(time_budget=0), ctx, started=0.0)
     assert not unlimited.out_of_time(1e9, later_folds=3)

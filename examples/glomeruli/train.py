@@ -59,7 +59,8 @@ from .predict import predict
 
 __all__ = ["main", "run"]
 
-#: Seconds kept for the end of the run (threshold search, overlays, plots, submission, log).
+#: Seconds kept for the end of the run (threshold search, overlays, plots, log), on top of the
+#: test-slide prediction, which is estimated from the validation pace (:meth:`Trainer.final_reserve_s`).
 FINAL_RESERVE_S = 30.0
 
 
@@ -114,6 +115,8 @@ class Trainer:
         self.epochs_here = 0
         self.histories: dict[int, list[dict[str, Any]]] = {}
         self.truth: dict[str, TruthBlocks] = {}
+        self.test_px = 0.0  # level-0 pixels of the test slides the submission will predict
+        self.predict_s_per_px = 0.0  # validation pace of predict_slide, seconds per pixel
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -135,12 +138,18 @@ class Trainer:
         """Whether another epoch of ``epoch_s`` seconds would eat into the time of the
         ``later_folds`` still to train: they are reserved what they need at this pace, at most
         an equal share of what is left, so a fold may overrun only into time nobody needs."""
-        left = self.budget_s() - self.elapsed() - FINAL_RESERVE_S
+        left = self.budget_s() - self.elapsed() - self.final_reserve_s()
         if math.isinf(left):
             return False
         need = later_folds * self.cfg.epochs * epoch_s
         reserve = min(need, left * later_folds / (later_folds + 1))
         return epoch_s > left - reserve
+
+    def final_reserve_s(self) -> float:
+        """Seconds the end of the run needs: :data:`FINAL_RESERVE_S` plus the submission's
+        prediction of the test slides by every fold model, at the validation pace."""
+        models = len(self.cfg.fold_indices())
+        return FINAL_RESERVE_S + self.test_px * models * self.predict_s_per_px
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -168,6 +177,13 @@ class Trainer:
         )
         if not self.prepare_run_dir(root):
             return 0
+        if cfg.submit:
+            for path in sorted((root / "test").glob("*.tif*")):
+                try:
+                    with ts.Slide.open(path) as slide:
+                        self.test_px += slide.shape[0] * slide.shape[1]
+                except ts.TilestreamError:
+                    pass  # the submission step reports unreadable test slides
         selected = cfg.fold_indices()
         outcomes = {}
         for i in selected:
@@ -421,10 +437,12 @@ class Trainer:
         cfg, device = self.cfg, self.ctx.device
         val_loss = tile_loss(model, val_batches, criterion, device)
         results: dict[str, SlideResult] = {}
+        t_predict, pixels = time.monotonic(), 0
         for rec in fold.valid:
             if rec.id not in self.truth:
                 assert rec.mask is not None
                 self.truth[rec.id] = truth_blocks(rec.mask, rec.shape, cfg.reduce)
+            pixels += rec.shape[0] * rec.shape[1]
             results[rec.id] = predict_and_score(
                 model,
                 rec,
@@ -437,6 +455,7 @@ class Trainer:
                 truth=self.truth[rec.id],
                 num_workers=cfg.workers,
             )
+        self.predict_s_per_px = (time.monotonic() - t_predict) / max(pixels, 1)
         mean_dice = float(np.mean([r.dice for r in results.values()]))
         improved = mean_dice > state.best_dice + 1e-4
         best_dice, best_epoch = (
