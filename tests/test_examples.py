@@ -292,6 +292,23 @@ def test_sigkill_then_rerun_resumes_and_matches(tiny_data: Path, tmp_path: Path)
             assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-4, abs=1e-6), key
 
 
+def test_gpu_check_runs_on_cpu(tiny_data: Path, tmp_path: Path) -> None:
+    """The prepared GPU check (examples/gpu_check.py) end to end, on CPU with tiny settings."""
+    from examples.glomeruli import gpu_check
+
+    out = tmp_path / "check"
+    flags = ["--device", "cpu", "--data", str(tiny_data), "--tile", "256", "--reduce", "4"]
+    flags += ["--overlap", "64", "--batch-size", "4", "--workers", "0", "--steps", "2"]
+    flags += ["--epochs", "1", "--samples-per-epoch", "8", "--folds", "2", "--minutes", "0"]
+    assert gpu_check.main([*flags, "--out", str(out)]) == 0
+    result = json.loads((out / "gpu_check.json").read_text())
+    assert result["synthetic"]["images_per_s"] > 0 and result["loader"]["images_per_s"] > 0
+    assert 0 <= result["loader"]["waiting_share"] <= 1
+    assert result["predict"]["mpx_per_s"] > 0
+    assert 0 <= result["recipe"]["oof_dice"] <= 1
+    assert "| train step, fed by TileDataset |" in (out / "gpu_check.md").read_text()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
