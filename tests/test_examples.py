@@ -220,6 +220,19 @@ def test_fold_ensemble_averages_probabilities() -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def assert_same_as_uninterrupted(
+    resumed: list[dict[str, str]], data: Path, tmp_path: Path, epochs: int
+) -> None:
+    """The metrics of an interrupted and resumed fold-0 run equal those of a straight run."""
+    straight = tmp_path / "straight"
+    assert train.main(tiny_flags(data, straight, "--epochs", str(epochs), "--fold", "0")) == 0
+    (straight_dir,) = straight.glob("unet-*")
+    reference = read_csv(straight_dir / "metrics.csv")
+    for got, want in zip(resumed, reference, strict=True):
+        for key in ("train_loss", "val_loss", "val_dice"):
+            assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-4, abs=1e-6), key
+
+
 @pytest.mark.slow
 def test_resume_after_a_stop_continues_exactly(tiny_data: Path, tmp_path: Path) -> None:
     flags = tiny_flags(tiny_data, tmp_path / "runs", "--epochs", "2", "--fold", "0")
@@ -239,13 +252,7 @@ def test_resume_after_a_stop_continues_exactly(tiny_data: Path, tmp_path: Path) 
     assert [r["epoch"] for r in resumed] == ["1", "2"]
 
     # The same run without the stop gives the same numbers (same seed, same sample stream).
-    straight = tmp_path / "straight"
-    assert train.main(tiny_flags(tiny_data, straight, "--epochs", "2", "--fold", "0")) == 0
-    (straight_dir,) = straight.glob("unet-*")
-    reference = read_csv(straight_dir / "metrics.csv")
-    for got, want in zip(resumed, reference, strict=True):
-        for key in ("train_loss", "val_loss", "val_dice"):
-            assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-4, abs=1e-6), key
+    assert_same_as_uninterrupted(resumed, tiny_data, tmp_path, epochs=2)
 
 
 @pytest.mark.slow
@@ -283,13 +290,7 @@ def test_sigkill_then_rerun_resumes_and_matches(tiny_data: Path, tmp_path: Path)
     resumed = read_csv(run_dir / "metrics.csv")
     assert [r["epoch"] for r in resumed] == ["1", "2", "3"]
 
-    straight = tmp_path / "straight"
-    assert train.main(tiny_flags(tiny_data, straight, "--epochs", "3", "--fold", "0")) == 0
-    (straight_dir,) = straight.glob("unet-*")
-    reference = read_csv(straight_dir / "metrics.csv")
-    for got, want in zip(resumed, reference, strict=True):
-        for key in ("train_loss", "val_loss", "val_dice"):
-            assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-4, abs=1e-6), key
+    assert_same_as_uninterrupted(resumed, tiny_data, tmp_path, epochs=3)
 
 
 def test_gpu_check_runs_on_cpu(tiny_data: Path, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from .data import AugmentCollate, build_augment, build_synthetic, load_records, 
 from .losses import build_loss
 from .models import build_model
 from .optim import build_optimizer
-from .train import run
+from .train import run, to_device, train_step
 
 __all__ = ["main"]
 
@@ -67,17 +67,7 @@ def _step_fn(
     model.train()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        with _autocast(cfg, device):
-            logits = model(x)
-        loss = criterion(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        train_step(model, criterion, optimizer, scaler, _autocast(cfg, device), x, y)
 
     return step, model
 
@@ -126,10 +116,7 @@ def loader_rate(
             _sync(device)
             t0, waited = time.perf_counter(), 0.0
         t = time.perf_counter()
-        batch = next(batches)
-        x = batch["image"].to(device, non_blocking=True).float().div_(255)
-        x = x.contiguous(memory_format=torch.channels_last)
-        y = batch["mask"].to(device, non_blocking=True).float()
+        x, y = to_device(next(batches), device)
         waited += time.perf_counter() - t
         step(x, y)
     _sync(device)

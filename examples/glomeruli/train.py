@@ -92,6 +92,39 @@ def _save_atomic(obj: Any, path: Path) -> None:
     tmp.replace(path)
 
 
+def to_device(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A collated batch's images as float [0, 1] channels-last and masks as float 0/1."""
+    x = batch["image"].to(device, non_blocking=True).float().div_(255)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = batch["mask"].to(device, non_blocking=True).float()
+    return x, y
+
+
+def train_step(
+    net: torch.nn.Module,
+    criterion: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    autocast: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> torch.Tensor:
+    """Forward (under ``autocast``), loss in float32, backward, optimizer step; the loss."""
+    with autocast:
+        logits = net(x)
+    loss = criterion(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    detached: torch.Tensor = loss.detach()
+    return detached
+
+
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
@@ -322,23 +355,11 @@ class Trainer:
                 steps, f"fold {i} epoch {epoch + 1}/{cfg.epochs}", cfg.progress and ctx.is_main
             )
             for batch in loader:
-                x = batch["image"].to(device, non_blocking=True).float().div_(255)
-                x = x.contiguous(memory_format=torch.channels_last)
-                y = batch["mask"].to(device, non_blocking=True).float()
-                with autocast:
-                    logits = net(x)
-                loss = criterion(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
+                x, y = to_device(batch, device)
+                loss = train_step(net, criterion, optimizer, scaler, autocast, x, y)
                 if scheduler is not None:
                     scheduler.step()
-                total += float(loss.detach()) * len(x)
+                total += float(loss) * len(x)
                 count += len(x)
                 bar.update(1)
                 bar.set_postfix(loss=f"{total / count:.4f}")
