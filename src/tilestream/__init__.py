@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from . import hubmap, synthetic
 from ._cache import DEFAULT_CACHE_BYTES, ChunkCache
 from .annotations import ArrayMask, LabelObjects, MaskArray, MaskSource, PolygonMask, RleMask
-from .dataset import SlideSource, TileDataset, TileReadError
 from .errors import (
     AnnotationFormatError,
     AnnotationWarning,
@@ -24,15 +26,6 @@ from .errors import (
     UnsupportedLayoutError,
 )
 from .geometry import Box
-from .inference import (
-    DiceScore,
-    dice,
-    dice_report,
-    load_model,
-    predict_slide,
-    predict_slides,
-    tta_transforms,
-)
 from .rasterize import rasterize
 from .reader import DEFAULT_MAX_PIXELS, IMAGE_FILL, Level, Slide
 from .rle import (
@@ -48,7 +41,48 @@ from .splits import Fold, folds
 from .stitch import Stitcher, StitchError, blend_window
 from .tissue import TissueMap, tissue_mask
 
+if TYPE_CHECKING:
+    from .dataset import SlideSource, TileDataset, TileReadError
+    from .inference import (
+        DiceScore,
+        dice,
+        dice_report,
+        load_model,
+        predict_slide,
+        predict_slides,
+        tta_transforms,
+    )
+
 __version__ = "0.1.0.dev0"
+
+#: Names whose modules import torch (~2 s and ~500 MiB): loaded on first use, so that the
+#: reader, labels and the command line start without it.
+_LAZY = {
+    "SlideSource": "dataset",
+    "TileDataset": "dataset",
+    "TileReadError": "dataset",
+    "DiceScore": "inference",
+    "dice": "inference",
+    "dice_report": "inference",
+    "load_model": "inference",
+    "predict_slide": "inference",
+    "predict_slides": "inference",
+    "tta_transforms": "inference",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tilestream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
