@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 import tilestream as ts
-from tilestream import hubmap
+from tilestream import hubmap, sampling
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,53 @@ def test_random_sampler_properties(sources: list[ts.SlideSource]) -> None:
     assert 0.45 < positives / 300 < 0.9
     ds.set_epoch(1)
     assert [ds.address(g) for g in range(20)] != [random_ds(sources).address(g) for g in range(20)]
+
+
+def reference_draw(
+    sampler: ts.RandomSampler, infos: list[ts.SourceInfo], p: np.ndarray, rng: np.random.Generator
+) -> tuple[int, ts.Box]:
+    """RandomSampler.draw written with numpy's array calls (rng.choice, sample_points)."""
+    k = int(rng.choice(len(infos), p=p))
+    info = infos[k]
+    if (
+        info.centroids is not None
+        and len(info.centroids)
+        and rng.random() < sampler.positive_fraction
+    ):
+        cy, cx = info.centroids[int(rng.integers(len(info.centroids)))]
+        dy, dx = (rng.random(2) * 2 - 1) * sampler.jitter * sampler.tile / 2
+        return k, sampling._aligned_box(cy + dy, cx + dx, sampler.tile, sampler.reduce, info.shape)
+    best, best_fraction = None, -1.0
+    for _ in range(sampler.max_tries):
+        assert info.tissue is not None
+        point = info.tissue.sample_points(rng, 1)[0]
+        box = sampling._aligned_box(point[0], point[1], sampler.tile, sampler.reduce, info.shape)
+        fraction = info.tissue.fraction(box)
+        if fraction > best_fraction:
+            best, best_fraction = box, fraction
+        if fraction >= sampler.min_tissue:
+            break
+    assert best is not None
+    return k, best
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        ts.RandomSampler(128, reduce=2, min_tissue=0.3, positive_fraction=0.5),
+        ts.RandomSampler(256, reduce=4, min_tissue=0.95, max_tries=3),
+        ts.RandomSampler(64, positive_fraction=1.0, jitter=0.9),
+    ],
+)
+def test_draw_stream_is_numpys_array_calls(
+    sources: list[ts.SlideSource], sampler: ts.RandomSampler
+) -> None:
+    # The scalar fast path of draw() makes the same draws as the array calls it replaced.
+    ds = ts.TileDataset(sources, sampler, samples_per_epoch=1, seed=11)
+    p = ds._probabilities
+    for g in range(300):
+        got = sampler.draw(ds.infos, p, np.random.default_rng((11, 2, g)))[:2]
+        assert got == reference_draw(sampler, ds.infos, p, np.random.default_rng((11, 2, g)))
 
 
 def test_min_tissue_and_region_weights(sources: list[ts.SlideSource]) -> None:

@@ -308,6 +308,21 @@ def test_window_equals_cropped_full_decode(
     np.testing.assert_array_equal(got, naive_window(full, y, x, h, w))
 
 
+@pytest.mark.parametrize("order", ORDERS)
+def test_reduced_windows_leave_the_scratch_zero(order: str) -> None:
+    # The block-majority kernel reuses one zeroed scratch per thread and must leave it zero,
+    # whatever the window (inside, across the edge, outside, other shapes and factors).
+    mask = blob_mask(60, 44, 9, seed=2)
+    starts, lengths = rle_to_runs(naive_encode(mask, order), mask.shape)
+    for y, x, h, w, r in [
+        (0, 0, 60, 44, 4), (-8, 12, 40, 48, 4), (21, -6, 30, 18, 3), (56, 40, 8, 8, 2),
+        (100, 0, 8, 8, 2), (6, -6, 12, 36, 6), (0, 0, 60, 44, 2),
+    ]:  # fmt: skip
+        got = rle_decode_window(starts, lengths, mask.shape, y, x, h, w, order, reduce=r)
+        np.testing.assert_array_equal(got, naive_block_majority(naive_window(mask, y, x, h, w), r))
+        assert not rle_module._scratch.diff.any()
+
+
 def test_window_box_out_and_errors() -> None:
     mask = blob_mask(16, 12, 3, seed=4)
     starts, lengths = rle_to_runs(rle_encode(mask), mask.shape)

@@ -55,6 +55,24 @@ def test_sample_points_lie_on_tissue() -> None:
         ts.TissueMap(np.zeros((3, 3), bool), 1, (3, 3)).sample_points(np.random.default_rng(0), 1)
 
 
+def test_sample_point_is_sample_points_of_one() -> None:
+    rng = np.random.default_rng(5)
+    tm = ts.TissueMap(rng.random((37, 53)) < 0.3, reduce=8, shape=(37 * 8, 53 * 8))
+    for seed in range(200):
+        a, b = np.random.default_rng((seed, 1)), np.random.default_rng((seed, 1))
+        assert tm.sample_point(a) == tuple(tm.sample_points(b, 1)[0].tolist())
+        assert a.random() == b.random()  # the same use of the generator
+    with pytest.raises(ValueError, match="empty"):
+        ts.TissueMap(np.zeros((4, 4), bool), reduce=2, shape=(8, 8)).sample_point(rng)
+
+
+def test_summed_area_table_is_int32_while_counts_fit() -> None:
+    tm = ts.TissueMap(np.ones((300, 200), bool), reduce=4, shape=(1200, 800))
+    assert tm._table.dtype == np.int32  # type: ignore[attr-defined]
+    assert tm.fraction(ts.Box(0, 0, 1200, 800)) == 1.0
+    assert tm.fractions(np.array([[0, 0, 1200, 800], [-400, 0, 800, 800]])).tolist() == [1.0, 0.5]
+
+
 def test_tissue_mask_of_synthetic_slide(tmp_path: Path) -> None:
     spec = SlideSpec(height=4096, width=3072, seed=2, tissue_fraction=0.45, tile=256)
     path = make_slide(tmp_path / "s.tif", spec)

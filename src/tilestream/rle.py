@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
@@ -60,6 +61,23 @@ _DECODE_TILE_ROWS = 256
 # --------------------------------------------------------------------------------------------
 # Validation helpers
 # --------------------------------------------------------------------------------------------
+
+
+_scratch = threading.local()
+
+
+def _zeroed_scratch(rows: int, cols: int) -> NDArray[np.int32]:
+    """An all-zero ``(rows, cols)`` int32 C-contiguous array, reused per thread.
+
+    Kernels given it must leave it zero (they undo what they add), so reuse costs neither
+    clearing nor fresh memory (both slow on the project's machines; see PERF-NOTES).
+    """
+    need = rows * cols
+    buf: NDArray[np.int32] | None = getattr(_scratch, "diff", None)
+    if buf is None or buf.size < need:
+        buf = np.zeros(max(need, 1 << 16), np.int32)
+        _scratch.diff = buf
+    return buf[:need].reshape(rows, cols)
 
 
 def _check_order(order: object) -> Order:
@@ -359,7 +377,7 @@ def _window_cols(
 
 
 @njit
-def _window_counts(
+def _window_majority(
     starts: NDArray[np.int64],
     lengths: NDArray[np.int64],
     line_len: int,
@@ -370,15 +388,31 @@ def _window_counts(
     line_off: int,
     pos_off: int,
     r: int,
-    counts2: NDArray[np.int32],
+    is_colmajor: bool,
+    diff: NDArray[np.int32],
+    out: NDArray[np.uint8],
 ) -> None:
-    """Add each run's pixels in the window to the ``r x r`` block counts
-    ``counts2[(line - line_off) // r, (pos - pos_off) // r]``, one add per block touched.
+    """Block majority of the runs in a window, written to every pixel of ``out``.
 
     The flat pixel index is ``line * line_len + pos``: lines are columns and positions rows for
-    column-major runs (pass the transposed counts), rows and columns for row-major runs. The
-    window covers lines ``[line_lo, line_hi)`` and positions ``[pos_lo, pos_hi)`` (clipped to
-    the image by the caller)."""
+    column-major runs (``is_colmajor``; ``out[pos // r, line // r]``), rows and columns for
+    row-major runs (``out[line // r, pos // r]``), both relative to ``(line_off, pos_off)``.
+    The window covers lines ``[line_lo, line_hi)`` and positions ``[pos_lo, pos_hi)`` (clipped
+    to the image by the caller).
+
+    Each run segment adds its pixel count per block as differences along the position axis of
+    ``diff[line block, position block]`` (at most four writes: the first and last blocks, and
+    the span of full blocks between), so the cost is O(segments), not O(blocks covered). Then
+    each line block that received a segment is prefix-summed over the blocks it spans, and
+    ``out`` is 1 where ``2 * count >= r * r``. ``diff`` (int32, at least ``(line blocks,
+    position blocks + 1)``) must be zero on entry and is left zero."""
+    if is_colmajor:
+        n_pos, n_lines = out.shape
+    else:
+        n_lines, n_pos = out.shape
+    out[:, :] = 0
+    lo = np.full(n_lines, n_pos + 1, np.int64)  # first and last diff index written, per
+    hi = np.full(n_lines, -1, np.int64)  # line block
     i = 0
     for line in range(line_lo, line_hi):
         base = line * line_len
@@ -390,9 +424,39 @@ def _window_counts(
         while j < starts.size and starts[j] - 1 < b:
             q0 = max(starts[j] - 1, a) - base - pos_off
             q1 = min(starts[j] - 1 + lengths[j], b) - base - pos_off
-            for blk in range(q0 // r, (q1 - 1) // r + 1):
-                counts2[li, blk] += min(q1, blk * r + r) - max(q0, blk * r)
             j += 1
+            if q1 <= q0:  # only with unsorted runs: never index outside the window
+                continue
+            b0 = q0 // r
+            b1 = (q1 - 1) // r
+            if b0 == b1:
+                v0, v1, full = q1 - q0, 0, 0
+            else:
+                v0, v1, full = (b0 + 1) * r - q0, q1 - b1 * r, r
+            # count(b0) += v0; count(b0 < k < b1) += r; count(b1) += v1 (when b1 > b0)
+            diff[li, b0] += v0
+            diff[li, b0 + 1] += full - v0
+            diff[li, b1] += v1 - full
+            diff[li, b1 + 1] -= v1
+            lo[li] = min(lo[li], b0)
+            hi[li] = max(hi[li], b1 + 1)
+    half = r * r
+    for li in range(n_lines):
+        stop = hi[li] + 1
+        last = min(stop, n_pos)
+        acc = 0
+        if is_colmajor:
+            for k in range(lo[li], last):
+                acc += diff[li, k]
+                diff[li, k] = 0
+                out[k, li] = 2 * acc >= half
+        else:
+            for k in range(lo[li], last):
+                acc += diff[li, k]
+                diff[li, k] = 0
+                out[li, k] = 2 * acc >= half
+        for k in range(last, stop):  # the difference past the last block
+            diff[li, k] = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -912,29 +976,31 @@ def rle_decode_window(
         raise RLEFormatError(f"starts and lengths differ in length: {s.size} != {n.size}")
     out_shape = (box.height // reduce, box.width // reduce)
     if out is None:
-        out = np.zeros(out_shape, np.uint8)
-    else:
-        if out.shape != out_shape or out.dtype != np.uint8:
-            raise ValueError(f"out must be a {out_shape} uint8 array, got {out.shape} {out.dtype}")
-        if not out.flags.writeable:
-            raise ValueError("out is read-only")
-        out[...] = 0
+        out = np.empty(out_shape, np.uint8)
+    elif out.shape != out_shape or out.dtype != np.uint8:
+        raise ValueError(f"out must be a {out_shape} uint8 array, got {out.shape} {out.dtype}")
+    elif not out.flags.writeable:
+        raise ValueError("out is read-only")
     top, left = max(box.y, 0), max(box.x, 0)
     bottom, right = min(box.bottom, height), min(box.right, width)
     if bottom <= top or right <= left or s.size == 0:
-        return out
-    if reduce == 1:
+        out[...] = 0
+    elif reduce == 1:
+        out[...] = 0
         if order == "F":
             _window_cols(s, n, height, left, right, top, bottom, box.x, box.y, out)
         else:
             _window_rows(s, n, width, top, bottom, left, right, box.y, box.x, out)
+    elif order == "F":  # lines are columns, positions rows
+        diff = _zeroed_scratch(out_shape[1], out_shape[0] + 1)
+        _window_majority(
+            s, n, height, left, right, top, bottom, box.x, box.y, reduce, True, diff, out
+        )
     else:
-        counts = np.zeros(out_shape, np.int32)
-        if order == "F":  # lines are columns, positions rows
-            _window_counts(s, n, height, left, right, top, bottom, box.x, box.y, reduce, counts.T)
-        else:
-            _window_counts(s, n, width, top, bottom, left, right, box.y, box.x, reduce, counts)
-        np.greater_equal(2 * counts, reduce * reduce, out=out.view(np.bool_))
+        diff = _zeroed_scratch(out_shape[0], out_shape[1] + 1)
+        _window_majority(
+            s, n, width, top, bottom, left, right, box.y, box.x, reduce, False, diff, out
+        )
     return out
 
 

@@ -56,8 +56,10 @@ class TissueMap:
         if mask.ndim != 2:
             raise ValueError(f"tissue mask must be 2-D, got shape {mask.shape}")
         object.__setattr__(self, "mask", mask)
-        table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-        np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=table[1:, 1:])
+        # int32 counts while they fit: the table is pickled to (or shared with) every worker
+        dtype = np.int32 if mask.size < 2**31 else np.int64
+        table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype)
+        np.cumsum(np.cumsum(mask, axis=0, dtype=dtype), axis=1, out=table[1:, 1:])
         object.__setattr__(self, "_table", table)
         object.__setattr__(self, "_flat", np.flatnonzero(mask))
 
@@ -109,6 +111,20 @@ class TissueMap:
         rows, cols = np.divmod(pick, self.mask.shape[1])
         offsets = rng.random((n, 2)) * self.reduce
         return np.stack([rows * self.reduce + offsets[:, 0], cols * self.reduce + offsets[:, 1]], 1)
+
+    def sample_point(self, rng: np.random.Generator) -> tuple[float, float]:
+        """One level-0 ``(row, col)`` point drawn uniformly over the tissue.
+
+        The same draw as ``sample_points(rng, 1)[0]`` (same values, same use of ``rng``),
+        without the array overhead: the sampler calls it once per box.
+        """
+        flat = self._flat  # type: ignore[attr-defined]
+        if flat.size == 0:
+            raise ValueError("the tissue mask is empty: nothing to sample")
+        row, col = divmod(int(flat[rng.integers(0, flat.size)]), self.mask.shape[1])
+        uy, ux = rng.random(2).tolist()
+        r = self.reduce
+        return row * r + uy * r, col * r + ux * r
 
     def __getstate__(self) -> dict[str, object]:
         return {"mask": self.mask, "reduce": self.reduce, "shape": self.shape}
