@@ -1,6 +1,6 @@
 """Stitching benchmarks: whole-slide prediction against MONAI, and the slide RLE at 40000 x 50000.
 
-Run with ``.venv/bin/python -m pytest benchmarks/bench_stitch.py -s`` (about 5-6 minutes once
+Run with ``.venv/bin/python -m pytest benchmarks/bench_stitch.py -s`` (about 3-4 minutes once
 the slides are cached; needs ``monai`` and ``opencv-python-headless`` in the environment, a
 scenario whose package is missing is skipped). Every measured run happens in a fresh Python
 process (this file run as a script), so each contender starts from the same state and its peak
@@ -14,9 +14,10 @@ an identity model (the first channel of its input), reduce 4 (a 2500 x 2500 canv
 model windows (``tile=1024`` at level 0), 25% overlap, Gaussian blending, batches of 8, CPU,
 no workers: 169 windows for both contenders.
 
-- ``tilestream``: ``ts.predict_slide`` (window reads from pyramid level 2 + batching + model +
-  blending into the canvas) followed by ``Stitcher.probabilities()``, so both contenders end
-  with the blended probability array.
+- ``tilestream``: ``ts.predict_slide`` on the path (window reads from pyramid level 2 through
+  its private one-row tile cache + batching + model + blending into the declared-grid canvas)
+  followed by ``Stitcher.probabilities()`` (a read-only view of that canvas), so both
+  contenders end with the blended probability array.
 - ``monai``: ``slide.read(whole slide, reduce=4)`` into a float tensor, then MONAI's
   ``SlidingWindowInferer(roi_size=(256, 256), sw_batch_size=8, overlap=0.25,
   mode="gaussian")`` over it. Its time is reported with the read (the fair figure: tilestream's
@@ -24,8 +25,8 @@ no workers: 169 windows for both contenders.
 
 Each child process imports its contender (``import_s`` and the RSS it adds are reported), then
 calls it three times on the slide: the first call is *cold* (first call in the process: torch's
-and MONAI's first-call set-up, numba kernels loaded from the on-disk cache, which the parent
-refreshes first, fresh memory), the next two are *warm* (the steady state of a multi-slide run).
+and MONAI's first-call set-up, the JPEG codec's first use, fresh memory; tilestream's prediction
+path calls no numba kernel), the next two are *warm* (the steady state of a multi-slide run).
 Torch runs one thread in both (``torch.set_num_threads(1)``): the 2 cores are shared with other
 work. Every call's output is checked against the slide's first channel / 255 (an identity
 model blended with any weights returns its input) and the model counts the windows it sees.
@@ -37,9 +38,10 @@ for a stage breakdown (printed, not timed). Targets: tilestream >= 2x faster tha
 read) at <= 1/4 of its peak extra memory.
 
 ``predict 40000²``: the same on the 40000² JPEG slide (``conftest.JPEG_40K``, canvas 10000²,
-2704 windows), one round, one (cold) call per contender, to show how time and memory scale;
-tilestream also runs with its own 32 MiB tile cache (``Slide.open(path, cache_bytes=...)``)
-instead of the process-wide 256 MiB one.
+2704 windows), three rounds of one (cold) call per contender, to show how time and memory scale;
+tilestream also runs on a slide the caller opened with ``Slide.open(path)`` (the process-wide
+256 MiB tile cache, which keeps every tile it decoded until the slide is closed) instead of the
+path (a private cache of the two tile rows one row of windows touches, ~30 MiB here).
 
 ``rle``: ``Stitcher.to_rle`` on a 40000 x 50000 slide at reduce 4 (canvas 10000 x 12500). The
 canvas is filled directly for set-up (``stitcher._sums`` / ``_weights`` written in place:
@@ -75,8 +77,8 @@ MIB = 2**20
 
 # predict
 TILE, OVERLAP, REDUCE, BATCH = 1024, 256, 4, 8
-PREDICT_ROUNDS = 3
-CACHE_SMALL = 32 * MIB
+PREDICT_ROUNDS = 5
+PREDICT_ROUNDS_40K = 3
 # rle
 FULL = (40000, 50000)
 SMALL = (10000, 12500)
@@ -183,10 +185,13 @@ def child_predict(args: dict[str, Any]) -> dict[str, Any]:
     path = args["path"]
 
     def tilestream_call(model: Identity, timing: dict[str, float]) -> Any:
-        cache = args.get("cache_bytes")  # None: the process-wide 256 MiB tile cache
-        slide = path if cache is None else ts.Slide.open(path, cache_bytes=cache)
-        stitcher = ts.predict_slide(model, slide, tile=TILE, overlap=OVERLAP, reduce=REDUCE,
-                                    batch_size=BATCH, activation=None, progress=False)
+        if not args.get("open_slide"):  # the path: predict_slide opens it with a row cache
+            stitcher = ts.predict_slide(model, path, tile=TILE, overlap=OVERLAP, reduce=REDUCE,
+                                        batch_size=BATCH, activation=None, progress=False)
+            return stitcher.probabilities()
+        with ts.Slide.open(path) as slide:  # the process-wide 256 MiB tile cache
+            stitcher = ts.predict_slide(model, slide, tile=TILE, overlap=OVERLAP, reduce=REDUCE,
+                                        batch_size=BATCH, activation=None, progress=False)
         return stitcher.probabilities()
 
     def monai_call(model: Identity, timing: dict[str, float]) -> Any:
@@ -230,12 +235,12 @@ def child_predict(args: dict[str, Any]) -> dict[str, Any]:
 
 
 _PROFILE_KEYS = {
-    "_accumulate": "blend (Stitcher.add kernel)",
-    "<built-in method torch.stack>": "collate (torch.stack of CHW views)",
-    "<method 'float' of 'torch._C.TensorBase' objects>": "batch .float()",
-    "<method 'div_' of 'torch._C.TensorBase' objects>": "batch /255",
-    "probabilities": "Stitcher.probabilities",
-    "_read_tiles": "window reads (tiles)",
+    ("imagecodecs.py", "jpeg_decode"): "JPEG decode",
+    ("reader.py", "_read_tiles"): "window copies from tiles",
+    ("inference.py", "_window_batches"): "batch assembly + x/255",
+    ("stitch.py", "add"): "Stitcher.add (blend)",
+    ("stitch.py", "_norm"): "blend normalisers",
+    ("stitch.py", "probabilities"): "Stitcher.probabilities",
 }
 
 
@@ -252,9 +257,9 @@ def _profile(fn: Callable[[], Any]) -> dict[str, float]:
     total = time.perf_counter() - t0
     stats: Any = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tottime, cumtime, _)}
     out = {"total (under cProfile)": total}
-    for (_, _, name), (_, _, tottime, _, _) in stats.items():
-        if name in _PROFILE_KEYS:
-            key = _PROFILE_KEYS[name]
+    for (file, _, name), (_, _, tottime, _, _) in stats.items():
+        key = _PROFILE_KEYS.get((Path(file).name, name))
+        if key is not None:
             out[key] = out.get(key, 0.0) + tottime
     return out
 
@@ -520,7 +525,7 @@ def _predict_rows(results: Any, scenario: str, rounds: list[dict[str, dict[str, 
 
 
 def test_predict_vs_monai(compiled: None, jpeg_slide: str, results: Any) -> None:
-    """10000² slide (canvas 2500²): 3 rounds, each a cold and two warm calls per contender."""
+    """10000² slide (canvas 2500²): 5 rounds, each a cold and two warm calls per contender."""
     pytest.importorskip("monai")
     load0 = _load()
     rounds = interleaved(
@@ -533,17 +538,17 @@ def test_predict_vs_monai(compiled: None, jpeg_slide: str, results: Any) -> None
 
 
 def test_predict_vs_monai_40k(compiled: None, jpeg_slide_40k: str, results: Any) -> None:
-    """40000² slide (canvas 10000²): how the memory scales; one round, one (cold) call each,
-    tilestream also with a 32 MiB tile cache (a window row needs ~31 MiB of level-2 tiles)."""
+    """40000² slide (canvas 10000²): how the memory scales; 3 rounds, one (cold) call each,
+    tilestream also on a slide opened by the caller (the process-wide 256 MiB tile cache)."""
     pytest.importorskip("monai")
     load0 = _load()
     contenders = {
         "tilestream": {},
-        f"tilestream, {CACHE_SMALL // MIB} MiB tile cache": {"cache_bytes": CACHE_SMALL},
+        "tilestream, Slide.open(path) (shared 256 MiB tile cache)": {"open_slide": True},
         "monai": {},
     }
     rounds = interleaved(
-        list(contenders), 1,
+        list(contenders), PREDICT_ROUNDS_40K,
         lambda c: run_child("predict", {"contender": c, "path": jpeg_slide_40k, "calls": 1,
                                         **contenders[c]}),
     )

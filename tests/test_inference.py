@@ -57,6 +57,74 @@ def test_identity_model_reproduces_the_reduced_slide(
     np.testing.assert_allclose(stitcher.probabilities(), expected, atol=1e-5)
 
 
+def test_every_batch_path_gives_the_same_canvas(record: hubmap.SlideRecord, tmp_path: Path) -> None:
+    """Direct reads with the default x / 255, a custom preprocess, DataLoader workers and the
+    on-disk (sums and weights) canvas all blend the same probabilities."""
+    options = {"tile": 256, "overlap": 64, "reduce": 4, "batch_size": 3, "progress": False}
+    direct = ts.predict_slide(Darkness(), record.image, **options)  # type: ignore[arg-type]
+    assert direct.grid is not None and direct.windows == len(direct.grid[0]) * len(direct.grid[1])
+    expected = direct.probabilities()
+    assert not expected.flags.writeable  # a view of the canvas: no copy
+
+    def scale(x: torch.Tensor) -> torch.Tensor:
+        return x.float() / 255.0
+
+    custom = ts.predict_slide(Darkness(), record.image, preprocess=scale, **options)  # type: ignore[arg-type]
+    workers = ts.predict_slide(Darkness(), record.image, num_workers=1, **options)  # type: ignore[arg-type]
+    disk = ts.predict_slide(Darkness(), record.image, store=tmp_path / "c.zarr", **options)  # type: ignore[arg-type]
+    assert disk.grid is None and disk.store is not None
+    for other in (custom, workers, disk):
+        np.testing.assert_allclose(other.probabilities(), expected, rtol=0, atol=2e-6)
+    assert disk.to_rle() == direct.to_rle()
+
+
+def test_skipped_windows_blend_as_background(record: hubmap.SlideRecord) -> None:
+    """min_tissue: a skipped window counts as a window predicting 0 (the general stitcher fed
+    zeros there), and coverage is the whole declared grid."""
+    tile, overlap, reduce = 256, 64, 4
+    with ts.Slide.open(record.image) as slide:
+        pred = ts.predict_slide(
+            Identity(),
+            slide,
+            tile=tile,
+            overlap=overlap,
+            reduce=reduce,
+            min_tissue=0.5,
+            activation=None,
+            progress=False,  # type: ignore[arg-type]
+        )
+        assert pred.grid is not None
+        ys, xs = pred.grid
+        assert 0 < pred.windows < len(ys) * len(xs)
+        kept = {
+            (int(b[0]), int(b[1]))
+            for b in ts.GridSampler(tile, overlap=overlap, reduce=reduce, min_tissue=0.5).boxes(
+                ts.SourceInfo(shape=slide.shape, tissue=ts.tissue_mask(slide))
+            )
+        }
+        general = ts.Stitcher(slide.shape, reduce=reduce, tile=tile, overlap=overlap)
+        for y in ys:
+            for x in xs:
+                box = ts.Box(y, x, tile, tile)
+                image = slide.read(box, reduce)[..., 0].astype(np.float32) / 255.0
+                general.add(box, image if (y, x) in kept else np.zeros_like(image))
+    np.testing.assert_allclose(pred.probabilities(), general.probabilities(), atol=2e-6)
+    assert pred.coverage().all()
+
+
+def test_unreadable_window_names_slide_and_box(
+    record: hubmap.SlideRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with ts.Slide.open(record.image) as slide:
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise OSError("disk on fire")
+
+        monkeypatch.setattr(slide, "read", broken)
+        with pytest.raises(ts.TileReadError, match=r"box Box\(y=0, x=0.*disk on fire"):
+            ts.predict_slide(Identity(), slide, tile=256, reduce=4, progress=False)
+
+
 def test_tta_transforms_invert_exactly() -> None:
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
     for tta, n in (("flips", 4), ("d4", 8)):

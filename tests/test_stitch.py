@@ -146,3 +146,103 @@ def test_to_geojson_round_trip(tmp_path: Path) -> None:
     truth = stitcher.as_mask_source()
     score = ts.dice(polygons, truth)
     assert score.dice > 0.9
+
+
+def grid_and_general(
+    shape: tuple[int, int],
+    tile: int,
+    overlap: int,
+    reduce: int,
+    blend: str,
+    edge: str,
+    channels: int = 1,
+) -> tuple[ts.Stitcher, ts.Stitcher, list[ts.Box]]:
+    ys = grid_positions(shape[0], tile, tile - overlap, reduce, edge)
+    xs = grid_positions(shape[1], tile, tile - overlap, reduce, edge)
+    options = dict(reduce=reduce, tile=tile, blend=blend, overlap=overlap, channels=channels)
+    grid = ts.Stitcher(shape, grid=(ys, xs), **options)  # type: ignore[arg-type]
+    general = ts.Stitcher(shape, **options)  # type: ignore[arg-type]
+    return grid, general, [ts.Box(y, x, tile, tile) for y in ys for x in xs]
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "pyramid", "mean", "center"])
+@pytest.mark.parametrize("overlap", [0, 16, 24, 48])
+@pytest.mark.parametrize("edge", ["shift", "pad"])
+def test_declared_grid_equals_weights_canvas(blend: str, overlap: int, edge: str) -> None:
+    """A declared grid (normalised on add, no weight canvas) blends exactly like the general
+    stitcher, tissue-skipped windows counting as background (added as zeros there); "shift"
+    grids end with a shifted edge window, "pad" grids with windows past the edge."""
+    rng = np.random.default_rng(overlap)
+    shape, reduce, tile = (150, 203), 2, 64
+    grid, general, boxes = grid_and_general(shape, tile, overlap, reduce, blend, edge, 2)
+    skipped = set(rng.choice(len(boxes), size=len(boxes) // 3, replace=False).tolist())
+    side = tile // reduce
+    for k, box in enumerate(boxes):
+        p = rng.random((2, side, side)).astype(np.float32)
+        if k in skipped:
+            general.add(box, np.zeros_like(p))
+        else:
+            general.add(box, p)
+            grid.add(box, p)
+    assert grid.windows == len(boxes) - len(skipped)
+    np.testing.assert_allclose(grid.probabilities(), general.probabilities(), rtol=0, atol=2e-6)
+    region = ts.Box(20, -10, 40, 300)
+    np.testing.assert_allclose(
+        grid.probabilities(region), general.probabilities(region), rtol=0, atol=2e-6
+    )
+    np.testing.assert_array_equal(grid.coverage(), general.coverage())
+    for channel in (0, 1):
+        for threshold in (0.0, 0.3, 0.5):
+            # the float sums differ in the last bits: compare away from the threshold
+            p = general.probabilities()[channel]
+            clear = np.abs(p - threshold) > 1e-5
+            a = grid.mask(threshold, channel=channel)
+            b = general.mask(threshold, channel=channel)
+            np.testing.assert_array_equal(a[clear], b[clear])
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "pyramid", "mean", "center"])
+def test_declared_grid_split_then_stitch_reproduces_the_image(blend: str) -> None:
+    rng = np.random.default_rng(3)
+    shape, reduce, tile, overlap = (150, 203), 2, 64, 16
+    image = rng.random((-(-shape[0] // reduce), -(-shape[1] // reduce))).astype(np.float32)
+    grid, _, boxes = grid_and_general(shape, tile, overlap, reduce, blend, "shift")
+    for box in boxes:
+        y, x = box.y // reduce, box.x // reduce
+        grid.add(box, image[y : y + tile // reduce, x : x + tile // reduce])
+    assert grid.coverage().all()
+    p = grid.probabilities()
+    np.testing.assert_allclose(p, image, rtol=0, atol=2e-6)
+    assert not p.flags.writeable and p.dtype == np.float32 and p.shape == image.shape
+    assert grid.to_rle(0.5) == ts.rle_encode(
+        np.repeat(np.repeat(image >= 0.5, reduce, 0), reduce, 1)[: shape[0], : shape[1]].astype(
+            np.uint8
+        )
+    )
+
+
+def test_declared_grid_refuses_other_windows(tmp_path: Path) -> None:
+    stitcher = ts.Stitcher((100, 100), reduce=2, tile=32, grid=([0, 24, 48, 68], [0, 32, 68]))
+    ones = np.ones((16, 16), np.float32)
+    with pytest.raises(ts.StitchError, match="not a window of the declared grid"):
+        stitcher.add(ts.Box(2, 0, 32, 32), ones)
+    with pytest.raises(ts.StitchError, match="not a window of the declared grid"):
+        stitcher.add(ts.Box(0, 0, 34, 34), np.ones((17, 17), np.float32))
+    stitcher.add(ts.Box(24, 32, 32, 32), ones)
+    with pytest.raises(ts.StitchError, match="already added"):
+        stitcher.add(ts.Box(24, 32, 32, 32), ones)
+    bad = ones.copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ts.StitchError, match="NaN"):
+        stitcher.add(ts.Box(0, 0, 32, 32), bad)
+    stitcher.add(ts.Box(0, 0, 32, 32), ones)  # a refused window can still be added
+    assert stitcher.windows == 2
+    assert "grid 4x3" in repr(stitcher)
+    with pytest.raises(ts.StitchError, match="increasing"):
+        ts.Stitcher((100, 100), tile=32, grid=([0, 0], [0]))
+    with pytest.raises(ts.StitchError, match="multiples of reduce"):
+        ts.Stitcher((100, 100), reduce=2, tile=32, grid=([1], [0]))
+    with pytest.raises(ts.StitchError, match="overlapping the slide"):
+        ts.Stitcher((100, 100), tile=32, grid=([0, 100], [0]))
+    with pytest.raises(ts.StitchError, match="one or the other"):
+        ts.Stitcher((100, 100), tile=32, grid=([0], [0]), store=tmp_path / "x.zarr")

@@ -10,7 +10,7 @@ import math
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +24,12 @@ from torch.utils.data import DataLoader
 from ._io import atomic_path
 from ._jit import njit
 from .annotations import MaskSource, RleMask
-from .dataset import SlideSource, TileDataset
+from .dataset import SlideSource, TileDataset, TileReadError
 from .geometry import Box
 from .hubmap import write_submission
 from .reader import Slide
 from .rle import rle_to_runs
-from .sampling import GridSampler
+from .sampling import GridSampler, grid_positions
 from .stitch import Blend, Stitcher, StitchError
 from .tissue import TissueMap
 
@@ -189,6 +189,71 @@ def _default_preprocess(images: Tensor) -> Tensor:
     return images.float().div_(255.0)
 
 
+def _slide_for_prediction(
+    path: str | os.PathLike[str], tile: int, reduce: int, num_workers: int
+) -> Slide:
+    """Open ``path`` with a private tile cache just big enough that each stored tile is decoded
+    once in a row-major pass (the tile rows one row of windows touches), instead of the 256 MiB
+    process-wide cache, which would keep every tile of the slide until it closes."""
+    slide = Slide.open(path, cache_bytes=0)
+    level = slide.levels[slide.level_for(reduce)]
+    th, tw = level.tile
+    window_rows = -(-tile // level.downsample)
+    tile_rows = min(-(-(window_rows - 1) // th) + 1, -(-level.shape[0] // th))
+    across = -(-level.shape[1] // tw)
+    tile_bytes = th * tw * slide.channels * np.dtype(slide.source_dtype).itemsize
+    budget = tile_rows * across * tile_bytes
+    if num_workers > 0:  # workers reopen the slide from its pickled options: open it with them
+        return Slide.open(path, cache_bytes=budget)
+    slide.cache.resize(budget)  # opened once: the cache of this process
+    return slide
+
+
+def _window_batches(
+    source: SlideSource,
+    boxes: Sequence[Box],
+    reduce: int,
+    batch_size: int,
+    *,
+    as_float: bool,
+    pin_memory: bool,
+) -> Iterator[tuple[Tensor, list[Box]]]:
+    """``(batch, boxes)`` with windows read straight into one reused ``(B, C, h, w)`` buffer (no
+    dataset, collate or per-window tensors); overwritten by the next batch. ``as_float``: the
+    batch is ``x / 255`` float32, each window converted as soon as it is read (from a one-window
+    uint8 buffer, still in cache), else the uint8 windows."""
+    if not boxes:
+        return
+    slide = source.slide
+    side = boxes[0].height // reduce
+    shape = (batch_size, slide.channels, side, side)
+    if as_float:
+        buffer = torch.empty(shape, dtype=torch.float32)
+        scratch = torch.empty(shape[1:], dtype=torch.uint8).numpy()  # 64-byte aligned
+        floats = buffer.numpy()
+        views = [scratch.transpose(1, 2, 0)] * batch_size
+    else:
+        buffer = torch.empty(shape, dtype=torch.uint8, pin_memory=pin_memory)
+        views = [buffer[b].numpy().transpose(1, 2, 0) for b in range(batch_size)]
+    scale = np.float32(255.0)
+    for start in range(0, len(boxes), batch_size):
+        chunk = list(boxes[start : start + batch_size])
+        for b, box in enumerate(chunk):
+            try:
+                slide.read(box, reduce, out=views[b])
+            except Exception as err:
+                raise TileReadError(f"slide {source.id} ({slide.path}), box {box}: {err}") from err
+            if as_float:
+                # numpy's cast-and-divide loop: bit-identical to x.float() / 255, one pass
+                np.divide(scratch, scale, out=floats[b], dtype=np.float32)
+        yield buffer[: len(chunk)], chunk
+
+
+def _loader_batches(loader: DataLoader[dict[str, Any]]) -> Iterator[tuple[Tensor, list[Box]]]:
+    for batch in loader:
+        yield batch["image"], [Box(*row) for row in batch["box"].tolist()]
+
+
 def predict_slide(
     model: Callable[[Tensor], Tensor],
     slide: Slide | str | os.PathLike[str],
@@ -220,7 +285,9 @@ def predict_slide(
         A torch module (or any callable) from ``(B, C, h, w)`` float tensors to ``(B, channels,
         h, w)``, with ``h = tile // reduce``. Set to eval mode here when it is a module.
     slide : Slide or path
-        The slide.
+        The slide. A path is opened here with a private tile cache of about one row of windows
+        (each tile is decoded once) and closed before returning; a :class:`Slide` is used as
+        it is (with its own cache).
     tile, overlap : int
         Window side and overlap in level-0 pixels (stride ``tile - overlap``).
     reduce : int
@@ -236,7 +303,9 @@ def predict_slide(
         Autocast the forward pass (float16 on CUDA, bfloat16 on CPU).
     min_tissue : float
         Windows whose tissue fraction (thumbnail rule) is below this are not predicted; they
-        count as background (probability 0). 0 predicts every window.
+        count as background: probability 0, blended with their full weight (so predictions
+        fade out towards skipped neighbours as they would next to a predicted empty window;
+        with a ``store`` they are left out of the blend instead). 0 predicts every window.
     progress : bool
         Show a tqdm progress bar.
     store : path, optional
@@ -253,10 +322,12 @@ def predict_slide(
     channels : int
         Channels the model must return.
     num_workers : int
-        DataLoader workers reading and decoding windows while the model computes.
+        DataLoader workers reading and decoding windows while the model computes. 0 (the
+        default) reads the windows in this process straight into one reused batch buffer.
     preprocess : callable, optional
         Maps the uint8 ``(B, C, h, w)`` batch (on the device) to the model input; default
-        ``x / 255`` as float32.
+        ``x / 255`` as float32 (into a reused buffer on the CPU). Do not keep references to
+        the batch: its buffers are reused by the next one.
     tissue : TissueMap, optional
         A precomputed tissue map (for ``min_tissue``).
     slide_id : str, optional
@@ -266,23 +337,92 @@ def predict_slide(
     -------
     Stitcher
         Call :meth:`Stitcher.to_rle`, :meth:`Stitcher.mask` or :meth:`Stitcher.probabilities`.
+        In RAM (no ``store``) it declares the window grid (``Stitcher(grid=...)``): it holds
+        one float32 canvas, and ``probabilities()`` returns a read-only view of it.
 
     Raises
     ------
     StitchError
         The model returns the wrong shape or NaN.
+    TileReadError
+        A window cannot be read (the message names the slide and the box).
     """
     opened_here = not isinstance(slide, Slide)
+    opened = (
+        slide
+        if isinstance(slide, Slide)
+        else _slide_for_prediction(slide, tile, reduce, num_workers)
+    )
+    try:
+        return _predict(
+            model,
+            opened,
+            tile=tile,
+            overlap=overlap,
+            reduce=reduce,
+            batch_size=batch_size,
+            tta=tta,
+            device=device,
+            amp=amp,
+            min_tissue=min_tissue,
+            progress=progress,
+            store=store,
+            resume=resume,
+            blend=blend,
+            activation=activation,
+            channels=channels,
+            num_workers=num_workers,
+            preprocess=preprocess,
+            tissue=tissue,
+            slide_id=slide_id,
+        )
+    finally:
+        if opened_here:
+            opened.close()  # frees its tiles
+
+
+def _predict(
+    model: Callable[[Tensor], Tensor],
+    slide: Slide,
+    *,
+    tile: int,
+    overlap: int,
+    reduce: int,
+    batch_size: int,
+    tta: TTA,
+    device: str | torch.device | None,
+    amp: bool,
+    min_tissue: float,
+    progress: bool,
+    store: str | os.PathLike[str] | None,
+    resume: bool,
+    blend: Blend,
+    activation: Activation,
+    channels: int,
+    num_workers: int,
+    preprocess: Callable[[Tensor], Tensor] | None,
+    tissue: TissueMap | None,
+    slide_id: str | None,
+) -> Stitcher:
     source = SlideSource(slide, tissue=tissue, id=slide_id)
     sampler = GridSampler(tile, overlap=overlap, reduce=reduce, min_tissue=min_tissue)
-    dataset = TileDataset([source], sampler)
+    # the whole slide in this process, whatever torch.distributed says
+    dataset = TileDataset([source], sampler, rank=0, world_size=1)
+    h, w = slide.shape
+    grid = None
+    if store is None:
+        grid = (
+            grid_positions(h, tile, sampler.stride, reduce, sampler.edge),
+            grid_positions(w, tile, sampler.stride, reduce, sampler.edge),
+        )
     stitcher = Stitcher(
-        source.slide.shape,
+        slide.shape,
         reduce=reduce,
         tile=tile,
         blend=blend,
         overlap=overlap,
         channels=channels,
+        grid=grid,
         store=store,
         resume=resume,
         slide_id=slide_id or source.id,
@@ -295,16 +435,27 @@ def predict_slide(
     if isinstance(model, torch.nn.Module):
         with contextlib.suppress(NotImplementedError):  # torch.export modules have no eval()
             model.eval()
-    preprocess = preprocess or _default_preprocess
     transforms = tta_transforms(tta)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
+    pin = device.type == "cuda"
+    n = len(dataset)
+    # without workers, the default x / 255 on the CPU is done while reading, into a reused
+    # float batch
+    as_float = num_workers == 0 and preprocess is None and device.type == "cpu"
+    batches = (
+        _window_batches(
+            source,
+            [dataset.address(g)[1] for g in range(n)],
+            reduce,
+            batch_size,
+            as_float=as_float,
+            pin_memory=pin,
+        )
+        if num_workers == 0
+        else _loader_batches(
+            DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin)
+        )
     )
-    total = math.ceil(len(dataset) / batch_size)
-    bar = _progress(total, f"predict {source.id}", progress)
+    bar = _progress(math.ceil(n / batch_size), f"predict {source.id}", progress)
     autocast = (
         torch.autocast(
             device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -314,8 +465,12 @@ def predict_slide(
     )
     side = tile // reduce
     with torch.inference_mode(), autocast:
-        for batch in loader:
-            images = preprocess(batch["image"].to(device, non_blocking=True))
+        for batch, boxes in batches:
+            if as_float:  # converted while reading
+                images = batch
+            else:
+                batch = batch.to(device, non_blocking=True)
+                images = (preprocess or _default_preprocess)(batch)
             probs = None
             for forward, inverse in transforms:
                 out = model(forward(images))
@@ -339,14 +494,14 @@ def predict_slide(
                 out = inverse(out)
                 probs = out if probs is None else probs + out
             assert probs is not None
-            averaged = (probs / len(transforms)).cpu().numpy()
-            for box_row, p in zip(batch["box"].tolist(), averaged, strict=True):
-                stitcher.add(Box(*box_row), p)
+            if len(transforms) > 1:
+                probs = probs / len(transforms)
+            averaged = probs.cpu().numpy()
+            for box, p in zip(boxes, averaged, strict=True):
+                stitcher.add(box, p)
             bar.update(1)
     bar.close()
     stitcher.flush()
-    if opened_here:
-        source.slide.close()  # frees its tiles from the process cache
     return stitcher
 
 

@@ -1,12 +1,16 @@
 """`Stitcher`: blend overlapping window predictions into a slide-sized canvas at reduced scale,
 then threshold, vectorise or RLE-encode it without a full-resolution mask.
 
-The canvas holds weighted sums and weights (float32) at ``1/reduce`` of the slide, in RAM
-(numpy) or on disk (a chunked zarr group) for slides beyond RAM. Each window is weighted by a
-blend window that is never zero (Gaussian by default, sigma = tile/8 as in nnU-Net and MONAI),
-so every covered pixel is defined and seams vanish. The RLE of the thresholded canvas is
-computed from its runs scaled to level 0 (each reduced run becomes ``reduce`` level-0 column
-runs), so peak memory is the canvas plus the runs.
+The canvas lives at ``1/reduce`` of the slide, in RAM (numpy) or on disk (a chunked zarr group)
+for slides beyond RAM. Each window is weighted by a blend window that is never zero (Gaussian by
+default, sigma = tile/8 as in nnU-Net and MONAI), so every covered pixel is defined and seams
+vanish. With arbitrary windows the canvas holds weighted sums and weights (float32) and is
+normalised when read. When the windows are declared up front (``grid=``, as `predict_slide`
+does), the total weight under every pixel is known before any add, so each window is added
+already normalised and the canvas *is* the probability map: one float32 array, no weight canvas
+and no division pass. The RLE of the thresholded canvas is computed from its runs scaled to
+level 0 (each reduced run becomes ``reduce`` level-0 column runs), so peak memory is the canvas
+plus the runs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections import OrderedDict
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -86,35 +92,6 @@ def blend_window(
     (0.001, 1.0)
     """
     return _blend_window_cached(int(height), int(width), str(blend), int(margin))
-
-
-@njit
-def _accumulate(
-    sums: NDArray[np.float32],
-    weights: NDArray[np.float32],
-    probs: NDArray[Any],
-    window: NDArray[np.float32],
-    py: int,
-    px: int,
-    cy: int,
-    cx: int,
-    h: int,
-    w: int,
-) -> None:
-    # sums[c, cy:cy+h, cx:cx+w] += probs[c, py:py+h, px:px+w] * window; weights += window.
-    # Innermost loops run along rows without branches, so they vectorise.
-    for i in range(h):
-        wrow = window[py + i]
-        out = weights[cy + i]
-        for j in range(w):
-            out[cx + j] += wrow[px + j]
-    for c in range(sums.shape[0]):
-        for i in range(h):
-            wrow = window[py + i]
-            prow = probs[c, py + i]
-            srow = sums[c, cy + i]
-            for j in range(w):
-                srow[cx + j] += prow[px + j] * wrow[px + j]
 
 
 @njit
@@ -200,7 +177,8 @@ class Stitcher:
     reduce : int
         Level-0 pixels per canvas pixel (the scale the model predicts at).
     tile : int
-        Window side in level-0 pixels (sizes the blend window; other sizes are accepted).
+        Window side in level-0 pixels (sizes the blend window; other sizes are accepted unless
+        ``grid`` is given).
     blend : {"gaussian", "pyramid", "mean", "center"}
         How overlapping windows are weighted (see :func:`blend_window`).
     overlap : int
@@ -208,6 +186,16 @@ class Stitcher:
         ``overlap / 2`` on each side.
     channels : int
         Channels of the predictions (1 for binary segmentation).
+    grid : (sequence of int, sequence of int), optional
+        Declare the windows up front: every ``Box(y, x, tile, tile)`` for ``y`` in ``grid[0]``
+        and ``x`` in ``grid[1]`` (level-0 starts, multiples of ``reduce``; e.g. the positions
+        of a :class:`~tilestream.GridSampler`, which is what :func:`~tilestream.predict_slide`
+        declares). The canvas then holds the blended probabilities themselves (4 bytes per
+        canvas pixel and channel, no weight canvas): each window is normalised by the total
+        weight of the declared windows as it is added. A declared window that is never added
+        counts as background (probability 0, full weight), so :meth:`probabilities` at any
+        time is the blend with the missing windows predicted as 0. :meth:`add` accepts only
+        declared windows, each once. RAM only (not with ``store``).
     store : path, optional
         A directory for a chunked zarr canvas on disk (for slides beyond RAM). A store made
         for another slide (other shape, reduce, channels or ``slide_id``) is refused unless
@@ -222,15 +210,26 @@ class Stitcher:
 
     Notes
     -----
-    Memory while adding: ``4 * (channels + 1)`` bytes per canvas pixel in RAM, or the chunks
-    under one window with a zarr store. Reading results (:meth:`probabilities`, :meth:`to_rle`,
-    ...) loads the canvas: about 4 bytes per pixel more for probabilities, 1 for masks.
+    Memory while adding: ``4 * (channels + 1)`` bytes per canvas pixel in RAM, ``4 *
+    channels`` with a declared ``grid``, or the chunks under one window with a zarr store.
+    Reading results (:meth:`probabilities`, :meth:`to_rle`, ...) without a declared grid loads
+    the canvas: about 4 bytes per pixel more for probabilities, 1 for masks; with a grid,
+    :meth:`probabilities` of the whole canvas is a read-only view (no copy) and masks take 1.
     Not thread-safe: add windows from one thread.
 
     Examples
     --------
     >>> import numpy as np, tilestream as ts
     >>> st = ts.Stitcher((8, 8), tile=4, blend="mean")
+    >>> st.add(ts.Box(0, 0, 4, 4), np.ones((4, 4), np.float32))
+    >>> st.add(ts.Box(0, 2, 4, 4), np.zeros((4, 4), np.float32))
+    >>> st.probabilities()[0, :6]
+    array([1. , 1. , 0.5, 0.5, 0. , 0. ], dtype=float32)
+
+    With the windows declared, the canvas is normalised as windows arrive; the window at
+    ``x=4`` is never added, so it counts as background:
+
+    >>> st = ts.Stitcher((8, 8), tile=4, blend="mean", grid=([0, 4], [0, 2, 4]))
     >>> st.add(ts.Box(0, 0, 4, 4), np.ones((4, 4), np.float32))
     >>> st.add(ts.Box(0, 2, 4, 4), np.zeros((4, 4), np.float32))
     >>> st.probabilities()[0, :6]
@@ -246,6 +245,7 @@ class Stitcher:
         blend: Blend = "gaussian",
         overlap: int = 0,
         channels: int = 1,
+        grid: tuple[Sequence[int], Sequence[int]] | None = None,
         store: str | os.PathLike[str] | None = None,
         resume: bool = False,
         slide_id: str | None = None,
@@ -270,12 +270,93 @@ class Stitcher:
         self.canvas_shape = (-(-h // reduce), -(-w // reduce))
         self.store = None if store is None else Path(store)
         self.windows = 0
+        self.grid: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         ch, cw = self.canvas_shape
-        if self.store is None:
+        if grid is not None:
+            if store is not None:
+                raise StitchError(
+                    "grid= keeps normalised probabilities in RAM; an on-disk store keeps sums "
+                    "and weights (so that any run can add to it): pass one or the other"
+                )
+            self._declare_grid(grid)
             self._sums: Any = np.zeros((channels, ch, cw), np.float32)
-            self._weights: Any = np.zeros((ch, cw), np.float32)
+            self._weights: Any = None
+        elif self.store is None:
+            self._sums = np.zeros((channels, ch, cw), np.float32)
+            self._weights = np.zeros((ch, cw), np.float32)
         else:
             self._open_store(resume, chunk)
+
+    # -- a declared grid ----------------------------------------------------------------------
+
+    def _declare_grid(self, grid: tuple[Sequence[int], Sequence[int]]) -> None:
+        r, t = self.reduce, self.tile
+        axes = []
+        for name, starts, length in (
+            ("rows", grid[0], self.shape[0]),
+            ("cols", grid[1], self.shape[1]),
+        ):
+            values = tuple(int(v) for v in starts)
+            if not values:
+                raise StitchError(f"grid {name} must list at least one window start, got none")
+            if list(values) != sorted(set(values)):
+                raise StitchError(f"grid {name} must be increasing and unique, got {values}")
+            bad = [v for v in values if v % r or v + t <= 0 or v >= length]
+            if bad:
+                raise StitchError(
+                    f"grid {name} starts must be multiples of reduce={r} with the window "
+                    f"[start, start + {t}) overlapping the slide (0, {length}), got {bad}"
+                )
+            axes.append(values)
+        ys, xs = axes
+        self.grid = (ys, xs)
+        self._grid_index = ({y: i for i, y in enumerate(ys)}, {x: j for j, x in enumerate(xs)})
+        self._added = np.zeros((len(ys), len(xs)), np.bool_)
+        side = t // r
+        self._grid_context = (
+            [self._neighbours(ys, i) for i in range(len(ys))],
+            [self._neighbours(xs, j) for j in range(len(xs))],
+        )
+        ch, cw = self.canvas_shape
+        covered = []
+        for starts, n in ((ys, ch), (xs, cw)):
+            cov = np.zeros(n, np.bool_)
+            for v in starts:
+                cov[max(v // r, 0) : max(v // r + side, 0)] = True
+            covered.append(cov)
+        self._covered_rows, self._covered_cols = covered
+        self._norms: OrderedDict[tuple[tuple[int, ...], tuple[int, ...]], NDArray[np.float32]]
+        self._norms = OrderedDict()
+        self._scratch = np.empty((self.channels, side, side), np.float32)
+
+    def _neighbours(self, starts: tuple[int, ...], i: int) -> tuple[int, ...]:
+        # Offsets (canvas px) of the windows along one axis that overlap window i, itself included.
+        r, t = self.reduce, self.tile
+        return tuple((v - starts[i]) // r for v in starts if abs(v - starts[i]) < t)
+
+    def _norm(self, i: int, j: int) -> NDArray[np.float32]:
+        """The blend window of grid window (i, j) divided by the total weight of every declared
+        window under each of its pixels: what the window's probabilities are multiplied by."""
+        key = (self._grid_context[0][i], self._grid_context[1][j])
+        cached = self._norms.get(key)
+        if cached is not None:
+            self._norms.move_to_end(key)
+            return cached
+        side = self.tile // self.reduce
+        window = blend_window(side, side, self.blend, self.overlap // (2 * self.reduce))
+        total = window.copy()  # float32, like the weights canvas of the general stitcher
+        for dy in key[0]:
+            y0, y1 = max(dy, 0), min(dy + side, side)
+            for dx in key[1]:
+                if dy == 0 and dx == 0:
+                    continue
+                x0, x1 = max(dx, 0), min(dx + side, side)
+                total[y0:y1, x0:x1] += window[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
+        norm: NDArray[np.float32] = np.divide(window, total, out=total)
+        self._norms[key] = norm
+        if len(self._norms) > 4:  # row-major adds meet ~4 x-contexts per row of windows
+            self._norms.popitem(last=False)
+        return norm
 
     # -- the on-disk canvas -----------------------------------------------------------------
 
@@ -355,14 +436,16 @@ class Stitcher:
         ----------
         box : Box
             The window in level-0 pixels, aligned to ``reduce``. It may extend past the slide
-            (edge windows): the part outside is dropped. Wholly outside is an error.
+            (edge windows): the part outside is dropped. Wholly outside is an error. With a
+            declared ``grid``, one of its windows not added before.
         probs : (h, w) or (C, h, w) float array
             Predictions at the reduced scale, ``h = box.height // reduce``; no NaN.
 
         Raises
         ------
         StitchError
-            Box outside the slide, wrong shape or dtype, NaN values.
+            Box outside the slide (or not a declared window, or one added twice), wrong shape
+            or dtype, NaN values.
         """
         box.check_reduce(self.reduce)
         r = self.reduce
@@ -381,28 +464,54 @@ class Stitcher:
         inside = box.clip(self.shape)
         if inside is None:
             raise StitchError(f"{box} lies wholly outside the slide of shape {self.shape}")
-        ch, cw = self.canvas_shape
-        cy, cx = box.y // r, box.x // r
-        y0, x0 = max(cy, 0), max(cx, 0)
-        y1, x1 = min(cy + h, ch), min(cx + w, cw)
-        margin = self.overlap // (2 * r)
-        window = blend_window(h, w, self.blend, margin)
-        a = np.ascontiguousarray(a)
+        cell = self._grid_cell(box) if self.grid is not None else None
         if not np.isfinite(a).all():
             raise StitchError(
                 f"probabilities for {box} contain NaN or infinite values; check the model's output"
             )
-        if self.store is None:
-            _accumulate(
-                self._sums, self._weights, a, window, y0 - cy, x0 - cx, y0, x0, y1 - y0, x1 - x0
-            )
+        ch, cw = self.canvas_shape
+        cy, cx = box.y // r, box.x // r
+        y0, x0 = max(cy, 0), max(cx, 0)
+        y1, x1 = min(cy + h, ch), min(cx + w, cw)
+        py, px, hh, ww = y0 - cy, x0 - cx, y1 - y0, x1 - x0
+        part = a[:, py : py + hh, px : px + ww]
+        if cell is not None:
+            # normalised already: the canvas is the blend (see `grid`)
+            norm = self._norm(*cell)[py : py + hh, px : px + ww]
+            tmp = self._scratch[:, :hh, :ww]
+            np.multiply(part, norm, out=tmp)
+            region = self._sums[:, y0:y1, x0:x1]
+            np.add(region, tmp, out=region)
+            self._added[cell] = True
         else:
-            sums = np.asarray(self._sums[:, y0:y1, x0:x1])
-            weights = np.asarray(self._weights[y0:y1, x0:x1])
-            _accumulate(sums, weights, a, window, y0 - cy, x0 - cx, 0, 0, y1 - y0, x1 - x0)
-            self._sums[:, y0:y1, x0:x1] = sums
-            self._weights[y0:y1, x0:x1] = weights
+            window = blend_window(h, w, self.blend, self.overlap // (2 * r))[
+                py : py + hh, px : px + ww
+            ]
+            weighted = part * window
+            if self.store is None:
+                region = self._sums[:, y0:y1, x0:x1]
+                np.add(region, weighted, out=region)
+                weights = self._weights[y0:y1, x0:x1]
+                np.add(weights, window, out=weights)
+            else:
+                self._sums[:, y0:y1, x0:x1] = np.asarray(self._sums[:, y0:y1, x0:x1]) + weighted
+                self._weights[y0:y1, x0:x1] = np.asarray(self._weights[y0:y1, x0:x1]) + window
         self.windows += 1
+
+    def _grid_cell(self, box: Box) -> tuple[int, int]:
+        i = self._grid_index[0].get(box.y)
+        j = self._grid_index[1].get(box.x)
+        if i is None or j is None or box.height != self.tile or box.width != self.tile:
+            raise StitchError(
+                f"{box} is not a window of the declared grid (tile {self.tile}, starts "
+                f"y in {_short(self.grid[0] if self.grid else ())}, x in "
+                f"{_short(self.grid[1] if self.grid else ())})"
+            )
+        if self._added[i, j]:
+            raise StitchError(
+                f"{box} was already added: with a declared grid each window is added once"
+            )
+        return i, j
 
     # -- results --------------------------------------------------------------------------
 
@@ -418,20 +527,37 @@ class Stitcher:
 
         ``box`` (level-0, aligned to ``reduce``) selects a region; by default the whole canvas.
         Pixels no window covered (e.g. skipped background) are 0; outside the slide is 0.
+        With a declared ``grid`` the whole canvas comes back as a read-only view of the canvas
+        (no copy: it follows later adds; ``.copy()`` it to keep or modify it), a ``box`` as a
+        new array.
         """
+        if self.grid is not None and box is None:
+            view: NDArray[np.float32] = self._sums[0] if self.channels == 1 else self._sums[:]
+            view = view.view()
+            view.setflags(write=False)
+            return view
         y, x, h, w = self._canvas_box(box)
         out = np.zeros((self.channels, h, w), np.float32)
         ch, cw = self.canvas_shape
         y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + h, ch), min(x + w, cw)
         if y1 > y0 and x1 > x0:
-            sums = np.asarray(self._sums[:, y0:y1, x0:x1])
-            weights = np.asarray(self._weights[y0:y1, x0:x1])
             region = out[:, y0 - y : y1 - y, x0 - x : x1 - x]
-            np.divide(sums, weights[None], out=region, where=weights[None] > 0)
+            sums = np.asarray(self._sums[:, y0:y1, x0:x1])
+            if self.grid is not None:
+                region[...] = sums
+            else:
+                weights = np.asarray(self._weights[y0:y1, x0:x1])
+                np.divide(sums, weights[None], out=region, where=weights[None] > 0)
         return out[0] if self.channels == 1 else out
 
     def coverage(self) -> NDArray[np.bool_]:
-        """Canvas pixels that at least one window covered."""
+        """Canvas pixels that at least one window covered (with a declared ``grid``: the union
+        of the declared windows, added or not)."""
+        if self.grid is not None:
+            grid_covered: NDArray[np.bool_] = np.logical_and.outer(
+                self._covered_rows, self._covered_cols
+            )
+            return grid_covered
         covered: NDArray[np.bool_] = np.asarray(self._weights[:]) > 0
         return covered
 
@@ -439,16 +565,23 @@ class Stitcher:
         """The thresholded canvas (``p >= threshold``), ``(h, w)`` uint8 at reduced scale.
 
         Computed band by band (``sums >= threshold * weights`` where covered), so no
-        full-size float copy of the canvas is made.
+        full-size float copy of the canvas is made. Uncovered pixels are 0.
         """
         ch, cw = self.canvas_shape
         out = np.zeros((ch, cw), np.uint8)
         band = max(1, (16 << 20) // max(1, 4 * cw))
         for y in range(0, ch, band):
+            dst = out[y : y + band].view(np.bool_)
+            if self.grid is not None:
+                np.greater_equal(self._sums[channel, y : y + band], threshold, out=dst)
+                continue
             sums = np.asarray(self._sums[channel, y : y + band])
             weights = np.asarray(self._weights[y : y + band])
-            np.greater_equal(sums, threshold * weights, out=out[y : y + band].view(np.bool_))
+            np.greater_equal(sums, threshold * weights, out=dst)
             out[y : y + band][weights <= 0] = 0
+        if self.grid is not None and threshold <= 0:
+            out[~self._covered_rows] = 0
+            out[:, ~self._covered_cols] = 0
         return out
 
     def to_rle(self, threshold: float = 0.5, order: Order = "F", *, channel: int = 0) -> str:
@@ -523,10 +656,17 @@ class Stitcher:
 
     def __repr__(self) -> str:
         where = "RAM" if self.store is None else str(self.store)
+        if self.grid is not None:
+            where += f", grid {len(self.grid[0])}x{len(self.grid[1])}"
         return (
             f"Stitcher(shape={self.shape}, reduce={self.reduce}, tile={self.tile}, "
             f"blend={self.blend!r}, windows={self.windows}, canvas={where})"
         )
+
+
+def _short(values: Sequence[int]) -> str:
+    shown = ", ".join(str(v) for v in values[:6])
+    return f"[{shown}{', ...' if len(values) > 6 else ''}]"
 
 
 class StitchedMask:
