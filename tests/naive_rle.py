@@ -71,8 +71,6 @@ def naive_block_majority(window: NDArray[np.uint8], r: int) -> NDArray[np.uint8]
     out = np.zeros((h // r, w // r), np.uint8)
     for i in range(h // r):
         for j in range(w // r):
-            total = sum(
-                int(window[i * r + a, j * r + b]) for a in range(r) for b in range(r)
-            )
+            total = sum(int(window[i * r + a, j * r + b]) for a in range(r) for b in range(r))
             out[i, j] = 1 if 2 * total >= r * r else 0
     return out

@@ -360,7 +360,9 @@ def test_persistent_workers_follow_set_epoch(sources: list[ts.SlideSource]) -> N
     epochs = []
     for epoch in range(2):
         ds.set_epoch(epoch)
-        epochs.append(sorted((s["index"], tuple(s["box"].tolist())) for s in loader))
+        samples = list(loader)
+        assert {s["epoch"] for s in samples} == {epoch}  # each sample carries its address
+        epochs.append(sorted((s["index"], tuple(s["box"].tolist())) for s in samples))
     assert epochs[0] != epochs[1]
     fresh = random_ds(sources, n=8)
     fresh.set_epoch(1)

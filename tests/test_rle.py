@@ -30,9 +30,7 @@ from tilestream.rle import (
 
 ORDERS = ("F", "C")
 # Kernel tests are rerun with NUMBA_DISABLE_JIT=1 (plain Python): keep them small.
-SMALL = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SMALL = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite

@@ -161,14 +161,14 @@ def build_augment(names: Sequence[str]) -> Any:
 class AugmentCollate:
     """Collate ``TileDataset`` samples into a batch, augmenting each one first.
 
-    Sample ``g`` of epoch ``e`` is augmented with the seed ``(seed, e, g)``, whatever process
-    or worker handles it. Set :attr:`epoch` before building each epoch's DataLoader.
+    Sample ``g`` of epoch ``e`` (its ``index`` and ``epoch``, as ``TileDataset`` yields them)
+    is augmented with the seed ``(seed, e, g)``, whatever process or worker handles it, so the
+    collate holds no per-epoch state and persistent DataLoader workers need no update.
     """
 
     def __init__(self, augment: Any, seed: int) -> None:
         self.augment = augment
         self.seed = seed
-        self.epoch = 0
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         images, masks = [], []
@@ -176,7 +176,8 @@ class AugmentCollate:
             image = sample["image"]
             mask = sample["mask"]
             if self.augment is not None:
-                state = np.random.SeedSequence([self.seed, self.epoch, int(sample["index"])])
+                address = [self.seed, int(sample["epoch"]), int(sample["index"])]
+                state = np.random.SeedSequence(address)
                 self.augment.set_random_seed(int(state.generate_state(1)[0]))
                 out = self.augment(image=image.permute(1, 2, 0).numpy(), mask=mask[0].numpy())
                 image = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1)

@@ -338,17 +338,20 @@ class Trainer:
             if cfg.amp
             else nullcontext()
         )
+        # One loader per fold: with --workers its processes (and their slide handles and tile
+        # caches) live across epochs; the dataset's epoch is in shared memory and the collate
+        # reads each sample's epoch from the sample.
+        loader = DataLoader(
+            train_ds,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.workers,
+            collate_fn=collate,
+            pin_memory=device.type == "cuda",
+            persistent_workers=cfg.workers > 0,
+        )
         for epoch in range(state.epoch, cfg.epochs):
             t_epoch = time.monotonic()
             train_ds.set_epoch(epoch)
-            collate.epoch = epoch
-            loader = DataLoader(
-                train_ds,
-                batch_size=cfg.batch_size,
-                num_workers=cfg.workers,
-                collate_fn=collate,
-                pin_memory=device.type == "cuda",
-            )
             net.train()
             total, count = 0.0, 0.0
             bar = _progress(

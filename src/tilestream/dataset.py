@@ -132,7 +132,8 @@ class TileDataset(IterableDataset[dict[str, Any]]):
         ``image``: uint8 tensor ``(C, h, w)`` (contiguous without a transform; with one, a
         ``(C, h, w)`` view of the transform's HWC output); ``mask``: uint8 tensor ``(1, h, w)`` when the
         source has a mask; ``slide``: the slide id; ``box``: int64 tensor
-        ``(y, x, height, width)`` at level 0; ``index``: the sample's index in the epoch.
+        ``(y, x, height, width)`` at level 0; ``index``: the sample's index in the epoch;
+        ``epoch``: the epoch it was drawn in.
 
     Notes
     -----
@@ -326,7 +327,8 @@ class TileDataset(IterableDataset[dict[str, Any]]):
         indices = self.shard_indices(worker, workers)
         # consumed indices only apply to the epoch they were recorded in (persistent workers
         # keep this object across epochs and read the epoch from shared memory)
-        consumed = self._consumed if self._consumed_epoch == self.epoch else set()
+        epoch = self.epoch
+        consumed = self._consumed if self._consumed_epoch == epoch else set()
         opened: OrderedDict[int, None] = OrderedDict()
         reduce = self.sampler.reduce
         for g in indices:
@@ -351,6 +353,7 @@ class TileDataset(IterableDataset[dict[str, Any]]):
             sample["slide"] = source.id
             sample["box"] = torch.tensor([box.y, box.x, box.height, box.width], dtype=torch.int64)
             sample["index"] = g
+            sample["epoch"] = epoch
             yield sample
 
     def _read(self, source: SlideSource, box: Box, reduce: int) -> dict[str, Any]:
