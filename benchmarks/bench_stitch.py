@@ -41,7 +41,9 @@ read) at <= 1/4 of its peak extra memory.
 2704 windows), three rounds of one (cold) call per contender, to show how time and memory scale;
 tilestream also runs on a slide the caller opened with ``Slide.open(path)`` (the process-wide
 256 MiB tile cache, which keeps every tile it decoded until the slide is closed) instead of the
-path (a private cache of the two tile rows one row of windows touches, ~30 MiB here).
+path. (Since ``predict_slide`` builds float windows from the decoded tiles itself, keeping
+each tile from its first window to its last, neither variant uses a slide cache on this
+benchmark: the two differ only in who opens the slide.)
 
 ``rle``: ``Stitcher.to_rle`` on a 40000 x 50000 slide at reduce 4 (canvas 10000 x 12500). The
 canvas is filled directly for set-up (``stitcher._sums`` / ``_weights`` written in place:
@@ -179,19 +181,39 @@ def child_predict(args: dict[str, Any]) -> dict[str, Any]:
 
     if args["contender"] == "monai":
         from monai.inferers import SlidingWindowInferer
-    out: dict[str, Any] = {"import_s": time.perf_counter() - t0, "rss_start": rss0,
-                           "rss_import": _rss(), "calls": []}
+    out: dict[str, Any] = {
+        "import_s": time.perf_counter() - t0,
+        "rss_start": rss0,
+        "rss_import": _rss(),
+        "calls": [],
+    }
     torch.set_num_threads(1)  # 2 cores shared with other work: one thread for both contenders
     path = args["path"]
 
     def tilestream_call(model: Identity, timing: dict[str, float]) -> Any:
         if not args.get("open_slide"):  # the path: predict_slide opens it with a row cache
-            stitcher = ts.predict_slide(model, path, tile=TILE, overlap=OVERLAP, reduce=REDUCE,
-                                        batch_size=BATCH, activation=None, progress=False)
+            stitcher = ts.predict_slide(
+                model,
+                path,
+                tile=TILE,
+                overlap=OVERLAP,
+                reduce=REDUCE,
+                batch_size=BATCH,
+                activation=None,
+                progress=False,
+            )
             return stitcher.probabilities()
         with ts.Slide.open(path) as slide:  # the process-wide 256 MiB tile cache
-            stitcher = ts.predict_slide(model, slide, tile=TILE, overlap=OVERLAP, reduce=REDUCE,
-                                        batch_size=BATCH, activation=None, progress=False)
+            stitcher = ts.predict_slide(
+                model,
+                slide,
+                tile=TILE,
+                overlap=OVERLAP,
+                reduce=REDUCE,
+                batch_size=BATCH,
+                activation=None,
+                progress=False,
+            )
         return stitcher.probabilities()
 
     def monai_call(model: Identity, timing: dict[str, float]) -> Any:
@@ -202,9 +224,12 @@ def child_predict(args: dict[str, Any]) -> dict[str, Any]:
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div_(255.0)
         del img
         timing["read_s"] = time.perf_counter() - t
-        inferer = SlidingWindowInferer(roi_size=(TILE // REDUCE, TILE // REDUCE),
-                                       sw_batch_size=BATCH, overlap=OVERLAP / TILE,
-                                       mode="gaussian")
+        inferer = SlidingWindowInferer(
+            roi_size=(TILE // REDUCE, TILE // REDUCE),
+            sw_batch_size=BATCH,
+            overlap=OVERLAP / TILE,
+            mode="gaussian",
+        )
         with torch.inference_mode():
             y = inferer(x, model)
         return y[0, 0].numpy()
@@ -236,9 +261,13 @@ def child_predict(args: dict[str, Any]) -> dict[str, Any]:
 
 _PROFILE_KEYS = {
     ("imagecodecs.py", "jpeg_decode"): "JPEG decode",
-    ("reader.py", "_read_tiles"): "window copies from tiles",
-    ("inference.py", "_window_batches"): "batch assembly + x/255",
-    ("stitch.py", "add"): "Stitcher.add (blend)",
+    ("inference.py", "_channels_first"): "tile de-interleave (HWC -> CHW)",
+    ("inference.py", "_tile_float_batches"): "window assembly + x/255 from tiles",
+    ("reader.py", "_tile_pieces"): "window -> tile pieces",
+    ("reader.py", "_read_tiles"): "window copies from tiles (read path)",
+    ("inference.py", "_window_batches"): "batch assembly + x/255 (read path)",
+    ("~", "<method 'addcmul_' of 'torch._C.TensorBase' objects>"): "blend (fused multiply-add)",
+    ("stitch.py", "add"): "Stitcher.add (checks, own time)",
     ("stitch.py", "_norm"): "blend normalisers",
     ("stitch.py", "probabilities"): "Stitcher.probabilities",
 }
@@ -347,8 +376,9 @@ def child_rle(args: dict[str, Any]) -> dict[str, Any]:
             rle = kaggle_encode(full)
             t3 = time.perf_counter()
             del full
-        out.update(seconds=t3 - t0, breakdown={"mask": t1 - t0, "resize": t2 - t1,
-                                               "encode": t3 - t2})
+        out.update(
+            seconds=t3 - t0, breakdown={"mask": t1 - t0, "resize": t2 - t1, "encode": t3 - t2}
+        )
     out["runs"] = rle.count(" ") // 2 + 1 if rle else 0
     out["rle_mib"] = len(rle) / MIB
     out["sha1"] = hashlib.sha1(rle.encode()).hexdigest()
@@ -373,8 +403,13 @@ def _rle_breakdown(stitcher: Any) -> dict[str, Any]:
     t3 = time.perf_counter()
     runs_to_rle(starts + 1, lengths)
     t4 = time.perf_counter()
-    return {"mask": t1 - t0, "mask_peak_extra_mib": mem["peak_extra"] / MIB,
-            "column_runs": t2 - t1, "scale_runs": t3 - t2, "format": t4 - t3}
+    return {
+        "mask": t1 - t0,
+        "mask_peak_extra_mib": mem["peak_extra"] / MIB,
+        "column_runs": t2 - t1,
+        "scale_runs": t3 - t2,
+        "format": t4 - t3,
+    }
 
 
 # ------------------------------------------------------------------------------------------
@@ -386,7 +421,10 @@ def run_child(kind: str, args: dict[str, Any]) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), kind, json.dumps(args)],
-        capture_output=True, text=True, timeout=600, env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} child {args} failed:\n{proc.stderr[-4000:]}")
@@ -448,15 +486,32 @@ def compiled(request: pytest.FixtureRequest) -> None:
 
     bench = _conftest(request.config)
     spec = bench.JPEG_10K
-    tiny = bench.cached_slide(SlideSpec(height=1024, width=1024, seed=spec.seed, tile=spec.tile,
-                                        compression=spec.compression, quality=spec.quality,
-                                        pyramid=True))
-    ts.predict_slide(Identity(), tiny, tile=TILE, overlap=OVERLAP, reduce=REDUCE,
-                     batch_size=BATCH, activation=None, progress=False).to_rle(THRESHOLD)
+    tiny = bench.cached_slide(
+        SlideSpec(
+            height=1024,
+            width=1024,
+            seed=spec.seed,
+            tile=spec.tile,
+            compression=spec.compression,
+            quality=spec.quality,
+            pyramid=True,
+        )
+    )
+    ts.predict_slide(
+        Identity(),
+        tiny,
+        tile=TILE,
+        overlap=OVERLAP,
+        reduce=REDUCE,
+        batch_size=BATCH,
+        activation=None,
+        progress=False,
+    ).to_rle(THRESHOLD)
 
 
-def _predict_rows(results: Any, scenario: str, rounds: list[dict[str, dict[str, Any]]],
-                  windows: int, side: int) -> None:
+def _predict_rows(
+    results: Any, scenario: str, rounds: list[dict[str, dict[str, Any]]], windows: int, side: int
+) -> None:
     for rnd in rounds:
         for c, r in rnd.items():
             assert all(call["windows"] == windows for call in r["calls"]), (c, r["calls"])
@@ -476,8 +531,11 @@ def _predict_rows(results: Any, scenario: str, rounds: list[dict[str, dict[str, 
         rs = [r[name] for r in rounds]
         for phase, get in phases:
             row: dict[str, Any] = dict(
-                table=TABLE_PREDICT, scenario=f"{scenario}, {phase}", contender=name,
-                rounds=len(rs), median_s=statistics.median(get(x, "seconds") for x in rs),
+                table=TABLE_PREDICT,
+                scenario=f"{scenario}, {phase}",
+                contender=name,
+                rounds=len(rs),
+                median_s=statistics.median(get(x, "seconds") for x in rs),
                 peak_mib=statistics.median(get(x, "peak") for x in rs) / MIB,
                 peak_rss_mib=statistics.median(get(x, "hwm") for x in rs) / MIB,
             )
@@ -485,19 +543,26 @@ def _predict_rows(results: Any, scenario: str, rounds: list[dict[str, dict[str, 
                 row["read_s"] = statistics.median(get(x, "read_s") for x in rs)
             else:
                 speed = [get(r["monai"], "seconds") / get(r[name], "seconds") for r in rounds]
-                noread = [(get(r["monai"], "seconds") - get(r["monai"], "read_s"))
-                          / get(r[name], "seconds") for r in rounds]
+                noread = [
+                    (get(r["monai"], "seconds") - get(r["monai"], "read_s"))
+                    / get(r[name], "seconds")
+                    for r in rounds
+                ]
                 mem = [get(r[name], "peak") / get(r["monai"], "peak") for r in rounds]
-                row.update(x_monai=statistics.median(speed),
-                           x_monai_noread=statistics.median(noread),
-                           mem_vs_monai=statistics.median(mem))
+                row.update(
+                    x_monai=statistics.median(speed),
+                    x_monai_noread=statistics.median(noread),
+                    mem_vs_monai=statistics.median(mem),
+                )
                 summary[f"{name} {phase}"] = (
                     f"speed {_q(speed)}x (MONAI without its read {_q(noread)}x), "
                     f"memory {_q(mem)} of MONAI's"
                 )
             results.record(**row)
         results.record(
-            table=f"{TABLE_PREDICT} imports", scenario=scenario, contender=name,
+            table=f"{TABLE_PREDICT} imports",
+            scenario=scenario,
+            contender=name,
             import_s=statistics.median(x["import_s"] for x in rs),
             rss_import_mib=statistics.median(x["rss_import"] - x["rss_start"] for x in rs) / MIB,
         )
@@ -516,12 +581,17 @@ def _predict_rows(results: Any, scenario: str, rounds: list[dict[str, dict[str, 
     )
     profiles = [r[n]["profile"] for r in rounds for n in names if "profile" in r[n]]
     if profiles:
-        results.note(f"stitch predict {scenario}: one warm tilestream call under cProfile "
-                     "(own time, s): " + ", ".join(f"{k} {v:.3f}" for k, v in profiles[0].items()))
-    results.note(f"stitch predict {scenario} ({_date()}), medians [quartiles] of per-round "
-                 f"ratios: " + "; ".join(f"{k}: {v}" for k, v in summary.items())
-                 + f". Per round (cold, warm...): {per_round}; peak via "
-                 f"{rounds[0]['monai']['calls'][0]['peak_method']}")
+        results.note(
+            f"stitch predict {scenario}: one warm tilestream call under cProfile "
+            "(own time, s): " + ", ".join(f"{k} {v:.3f}" for k, v in profiles[0].items())
+        )
+    results.note(
+        f"stitch predict {scenario} ({_date()}), medians [quartiles] of per-round "
+        f"ratios: "
+        + "; ".join(f"{k}: {v}" for k, v in summary.items())
+        + f". Per round (cold, warm...): {per_round}; peak via "
+        f"{rounds[0]['monai']['calls'][0]['peak_method']}"
+    )
 
 
 def test_predict_vs_monai(compiled: None, jpeg_slide: str, results: Any) -> None:
@@ -529,9 +599,12 @@ def test_predict_vs_monai(compiled: None, jpeg_slide: str, results: Any) -> None
     pytest.importorskip("monai")
     load0 = _load()
     rounds = interleaved(
-        ["tilestream", "monai"], PREDICT_ROUNDS,
-        lambda c: run_child("predict", {"contender": c, "path": jpeg_slide, "calls": 3,
-                                        "profile": c == "tilestream"}),
+        ["tilestream", "monai"],
+        PREDICT_ROUNDS,
+        lambda c: run_child(
+            "predict",
+            {"contender": c, "path": jpeg_slide, "calls": 3, "profile": c == "tilestream"},
+        ),
     )
     _predict_rows(results, "10000² JPEG reduce 4, 169 windows", rounds, 169, 2500)
     results.note(f"stitch predict 10000²: load average {load0} -> {_load()}")
@@ -548,9 +621,11 @@ def test_predict_vs_monai_40k(compiled: None, jpeg_slide_40k: str, results: Any)
         "monai": {},
     }
     rounds = interleaved(
-        list(contenders), PREDICT_ROUNDS_40K,
-        lambda c: run_child("predict", {"contender": c, "path": jpeg_slide_40k, "calls": 1,
-                                        **contenders[c]}),
+        list(contenders),
+        PREDICT_ROUNDS_40K,
+        lambda c: run_child(
+            "predict", {"contender": c, "path": jpeg_slide_40k, "calls": 1, **contenders[c]}
+        ),
     )
     _predict_rows(results, "40000² JPEG reduce 4, 2704 windows", rounds, 52 * 52, 10000)
     results.note(f"stitch predict 40000²: load average {load0} -> {_load()}")
@@ -560,10 +635,13 @@ def test_to_rle_vs_kaggle(compiled: None, results: Any) -> None:
     pytest.importorskip("cv2")
     small_blobs = blob_count(SMALL)
     jobs = {
-        "tilestream 40000x50000": {"contender": "tilestream", "shape": FULL,
-                                   "blobs": BLOBS_FULL, "breakdown": True},
-        "tilestream 10000x12500": {"contender": "tilestream", "shape": SMALL,
-                                   "blobs": small_blobs},
+        "tilestream 40000x50000": {
+            "contender": "tilestream",
+            "shape": FULL,
+            "blobs": BLOBS_FULL,
+            "breakdown": True,
+        },
+        "tilestream 10000x12500": {"contender": "tilestream", "shape": SMALL, "blobs": small_blobs},
         "kaggle 10000x12500": {"contender": "kaggle", "shape": SMALL, "blobs": small_blobs},
     }
     load0 = _load()
@@ -572,28 +650,39 @@ def test_to_rle_vs_kaggle(compiled: None, results: Any) -> None:
     scale = FULL[0] * FULL[1] / (SMALL[0] * SMALL[1])
     for rnd in rounds:
         assert rnd["tilestream 10000x12500"]["sha1"] == rnd["kaggle 10000x12500"]["sha1"]
-    full_ratio = [r["kaggle 10000x12500"]["seconds"] * scale / r["tilestream 40000x50000"]["seconds"]
-                  for r in rounds]
-    same_ratio = [r["kaggle 10000x12500"]["seconds"] / r["tilestream 10000x12500"]["seconds"]
-                  for r in rounds]
+    full_ratio = [
+        r["kaggle 10000x12500"]["seconds"] * scale / r["tilestream 40000x50000"]["seconds"]
+        for r in rounds
+    ]
+    same_ratio = [
+        r["kaggle 10000x12500"]["seconds"] / r["tilestream 10000x12500"]["seconds"] for r in rounds
+    ]
     for name in jobs:
         rs = [r[name] for r in rounds]
         row: dict[str, Any] = dict(
-            table=TABLE_RLE, scenario="to_rle of a reduce-4 canvas", contender=name,
-            rounds=len(rs), median_s=statistics.median(x["seconds"] for x in rs),
+            table=TABLE_RLE,
+            scenario="to_rle of a reduce-4 canvas",
+            contender=name,
+            rounds=len(rs),
+            median_s=statistics.median(x["seconds"] for x in rs),
             peak_extra_mib=statistics.median(x["peak_extra"] for x in rs) / MIB,
             peak_rss_mib=statistics.median(x["hwm"] for x in rs) / MIB,
             rss_canvas_mib=statistics.median(x["rss_canvas"] for x in rs) / MIB,
-            runs=rs[0]["runs"], rle_mib=rs[0]["rle_mib"], positive=rs[0]["positive"],
+            runs=rs[0]["runs"],
+            rle_mib=rs[0]["rle_mib"],
+            positive=rs[0]["positive"],
         )
         if "seconds_repeat" in rs[0]:
             row["repeat_s"] = statistics.median(x["seconds_repeat"] for x in rs)
         results.record(**row)
         if name.startswith("kaggle"):
             results.record(
-                table=TABLE_RLE, scenario="to_rle of a reduce-4 canvas",
-                contender="kaggle 40000x50000 (x16 extrapolated)", rounds=len(rs),
-                median_s=row["median_s"] * scale, peak_extra_mib=row["peak_extra_mib"] * scale,
+                table=TABLE_RLE,
+                scenario="to_rle of a reduce-4 canvas",
+                contender="kaggle 40000x50000 (x16 extrapolated)",
+                rounds=len(rs),
+                median_s=row["median_s"] * scale,
+                peak_extra_mib=row["peak_extra_mib"] * scale,
             )
     full = [r["tilestream 40000x50000"] for r in rounds]
     kag = [r["kaggle 10000x12500"] for r in rounds]
@@ -617,7 +706,8 @@ def test_to_rle_vs_kaggle(compiled: None, results: Any) -> None:
             f"{r['tilestream 40000x50000']['seconds']:.2f}/"
             f"{r['tilestream 40000x50000']['seconds_repeat']:.2f} s, "
             f"{r['tilestream 10000x12500']['seconds']:.3f} s, "
-            f"{r['kaggle 10000x12500']['seconds']:.2f} s" for r in rounds
+            f"{r['kaggle 10000x12500']['seconds']:.2f} s"
+            for r in rounds
         )
     )
     assert statistics.median(x["peak_extra"] for x in full) < 1.5e9

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 import tilestream as ts
 from tilestream import hubmap
+from tilestream.dataset import SlideSource
+from tilestream.inference import _converts_tiles, _window_batches
+from tilestream.sampling import grid_positions
 
 
 class Identity(torch.nn.Module):
@@ -123,6 +127,129 @@ def test_unreadable_window_names_slide_and_box(
         monkeypatch.setattr(slide, "read", broken)
         with pytest.raises(ts.TileReadError, match=r"box Box\(y=0, x=0.*disk on fire"):
             ts.predict_slide(Identity(), slide, tile=256, reduce=4, progress=False)
+
+
+def test_unreadable_tile_names_slide_and_box(
+    record: hubmap.SlideRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same on the path that converts decoded tiles straight into the float batch."""
+    with ts.Slide.open(record.image) as slide:
+        assert _converts_tiles(slide, 1)
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise OSError("disk on fire")
+
+        monkeypatch.setattr(slide, "_decode_tile", broken)
+        with pytest.raises(ts.TileReadError, match=r"box Box\(y=0, x=0.*disk on fire"):
+            ts.predict_slide(Identity(), slide, tile=64, reduce=1, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("layout", "reduce", "direct"),
+    [
+        ("pyramid", 1, True),
+        ("pyramid", 4, True),  # pyramid level 2
+        ("pyramid", 6, False),  # level 1 + 3x3 means: read, then converted
+        ("flat", 2, False),  # no pyramid: 2x2 means
+        ("planar", 1, True),
+        ("grey", 1, True),
+        ("stripped", 1, True),  # compressed strips
+        ("memmap", 1, False),  # uncompressed strips are memory-mapped
+    ],
+)
+def test_float_batches_equal_reads_divided_by_255(
+    tmp_path: Path, pyramid_slide: Path, layout: str, reduce: int, direct: bool
+) -> None:
+    """Every float batch ``predict_slide`` builds without workers is bit-identical to
+    ``slide.read(box, reduce) / 255`` (windows past every edge, batches that do not divide the
+    windows), and the direct path decodes each stored tile exactly once."""
+    rng = np.random.default_rng(reduce)
+    image = rng.integers(0, 256, (150, 203, 3), np.uint8)
+    writes: dict[str, tuple[np.ndarray, dict[str, object]]] = {
+        "flat": (image, {"tile": (32, 32), "compression": "zlib", "photometric": "rgb"}),
+        "planar": (
+            image.transpose(2, 0, 1).copy(),
+            {
+                "tile": (48, 64),
+                "compression": "zlib",
+                "planarconfig": "separate",
+                "photometric": "rgb",
+            },
+        ),
+        "grey": (image[..., 1], {"tile": (32, 32), "compression": "zlib"}),
+        "stripped": (image, {"rowsperstrip": 16, "compression": "zlib", "photometric": "rgb"}),
+        "memmap": (image, {"rowsperstrip": 16, "photometric": "rgb"}),
+    }
+    path = pyramid_slide
+    if layout in writes:
+        data, options = writes[layout]
+        path = tmp_path / f"{layout}.tif"
+        tifffile.imwrite(path, data, **options)  # type: ignore[arg-type]
+    tile = 24 * reduce
+    with ts.Slide.open(path, cache_bytes=0) as slide:
+        assert _converts_tiles(slide, reduce) == direct
+        h, w = slide.shape
+        boxes = [
+            ts.Box(y, x, tile, tile)
+            for y in range(-tile // 2 // reduce * reduce, h, 2 * tile)
+            for x in range(0, w + tile // 2, 16 * reduce)
+        ]
+        decoded: list[tuple[int, ...]] = []
+        real = slide._decode_tile
+
+        def counting(key: tuple[int, int, int, int, int]) -> np.ndarray:
+            decoded.append(key)
+            return real(key)
+
+        slide._decode_tile = counting  # type: ignore[method-assign]
+        source = SlideSource(slide, id="s")
+        seen = 0
+        for batch, chunk in _window_batches(
+            source, boxes, reduce, 5, as_float=True, pin_memory=False
+        ):
+            assert batch.dtype == torch.float32 and batch.shape[0] == len(chunk)
+            for window, box in zip(batch.numpy(), chunk, strict=True):
+                expected = torch.from_numpy(slide.read(box, reduce)).permute(2, 0, 1).float() / 255
+                np.testing.assert_array_equal(window, expected.numpy(), err_msg=str(box))
+            assert chunk == boxes[seen : seen + len(chunk)]
+            seen += len(chunk)
+        assert seen == len(boxes)
+        assert len(decoded) == len(set(decoded))
+        assert bool(decoded) == direct
+
+
+@pytest.mark.parametrize(("window", "stride", "rows"), [(64, 48, 1), (96, 72, 2)])
+def test_tile_store_holds_at_most_two_rows_of_tiles(
+    pyramid_slide: Path, monkeypatch: pytest.MonkeyPatch, window: int, stride: int, rows: int
+) -> None:
+    """In a row-major pass each tile is held only from its first window to its last: about one
+    row of tiles (+2) when no two window rows straddle the same tile-row boundary (64 px windows
+    at stride 48 over 128 px tiles, the benchmark's geometry), two rows when they do (96 at
+    72: rows 432 and 504 both straddle 512), never the whole slide."""
+    from tilestream import inference
+
+    allocated: list[tuple[int, ...]] = []
+    real = inference._aligned_empty
+
+    def counting(shape: tuple[int, ...]) -> np.ndarray:
+        allocated.append(tuple(shape))
+        return real(shape)
+
+    monkeypatch.setattr(inference, "_aligned_empty", counting)
+    with ts.Slide.open(pyramid_slide, cache_bytes=0) as slide:
+        th, tw = slide.levels[0].tile
+        h, w = slide.shape
+        ys = grid_positions(h, window, stride, 1, "shift")
+        xs = grid_positions(w, window, stride, 1, "shift")
+        boxes = [ts.Box(y, x, window, window) for y in ys for x in xs]
+        batches = _window_batches(
+            SlideSource(slide, id="s"), boxes, 1, 8, as_float=True, pin_memory=False
+        )
+        assert sum(len(chunk) for _, chunk in batches) == len(boxes)
+    tiles = [s for s in allocated if s[1:] == (th, tw)]
+    across, down = -(-w // tw), -(-h // th)
+    assert len(allocated) == len(tiles) + 1  # + the one-window buffer
+    assert (rows - 1) * across < len(tiles) <= rows * across + 2 < across * down
 
 
 def test_tta_transforms_invert_exactly() -> None:

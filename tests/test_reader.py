@@ -249,6 +249,115 @@ def test_stripped_memmap(stripped_slide: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# Tile pieces: the stored tiles under a read (predict_slide's float batches are built from them)
+# ------------------------------------------------------------------------------------------
+
+
+def assemble_pieces(slide: ts.Slide, box: ts.Box, reduce: int) -> np.ndarray:
+    """A read rebuilt from ``_tile_pieces`` and ``_decode_tile``; checks the pieces tile the
+    inside of the read exactly once and that the padding flag says whether anything is left."""
+    plan = slide._tile_pieces(box, reduce)
+    assert plan is not None
+    pieces, padded = plan
+    shape = (box.height // reduce, box.width // reduce, slide.channels)
+    out = np.full(shape, ts.IMAGE_FILL, np.uint8)
+    covered = np.zeros(shape, np.int64)
+    for p in pieces:
+        tile = slide._decode_tile(p.key)
+        h, w = p.y1 - p.y0, p.x1 - p.x0
+        assert h > 0 and w > 0 and p.c1 > p.c0
+        out[p.y0 : p.y1, p.x0 : p.x1, p.c0 : p.c1] = tile[p.ty0 : p.ty0 + h, p.tx0 : p.tx0 + w]
+        covered[p.y0 : p.y1, p.x0 : p.x1, p.c0 : p.c1] += 1
+    assert covered.max(initial=0) <= 1
+    assert padded == (not covered.all())
+    return out
+
+
+def piece_layouts(tmp_path: Path) -> dict[str, Path]:
+    """Tiled, stripped (compressed), planar, grey, RGBA, 16-bit and channels-across-pages
+    slides: every layout whose reads are copies of stored tiles."""
+    image = smooth_image(150, 203, 3, seed=5)
+    chw = image.transpose(2, 0, 1).copy()
+    files: dict[str, tuple[np.ndarray, dict[str, Any]]] = {
+        "tiled-jpeg": (image, {"tile": (64, 64), "compression": "jpeg", "photometric": "rgb"}),
+        "tiled-odd": (image, {"tile": (32, 48), "compression": "zlib", "photometric": "rgb"}),
+        "stripped": (image, {"rowsperstrip": 16, "compression": "zlib", "photometric": "rgb"}),
+        "planar-tiled": (
+            chw,
+            {
+                "tile": (64, 64),
+                "planarconfig": "separate",
+                "compression": "zlib",
+                "photometric": "rgb",
+            },
+        ),
+        "planar-stripped": (
+            chw,
+            {
+                "rowsperstrip": 16,
+                "planarconfig": "separate",
+                "compression": "zlib",
+                "photometric": "rgb",
+            },
+        ),
+        "grey": (image[..., 0], {"tile": (32, 32), "compression": "zlib"}),
+        "rgba": (
+            smooth_image(150, 203, 4, seed=6),
+            {
+                "tile": (64, 64),
+                "compression": "zlib",
+                "photometric": "rgb",
+                "extrasamples": ["unassalpha"],
+            },
+        ),
+        "uint16": (
+            (image.astype(np.uint16) * 257 + 3).astype(np.uint16),
+            {"tile": (64, 64), "compression": "zlib", "photometric": "rgb"},
+        ),
+        "pages": (chw[None, None], {"metadata": {"axes": "TZCYX"}, "compression": "zlib"}),
+    }
+    paths = {}
+    for name, (data, options) in files.items():
+        path = tmp_path / f"{name}.ome.tif" if name == "pages" else tmp_path / f"{name}.tif"
+        tifffile.imwrite(path, data, **options)
+        paths[name] = path
+    return paths
+
+
+def test_tile_pieces_rebuild_every_read(tmp_path: Path, pyramid_slide: Path) -> None:
+    cases = [(path, 1) for path in piece_layouts(tmp_path).values()]
+    cases += [(pyramid_slide, r) for r in (1, 2, 4, 8, 16)]  # levels of the pyramid
+    for path, reduce in cases:
+        with ts.Slide.open(path) as slide:
+            h, w = slide.shape
+            boxes = [
+                *random_boxes(slide.shape, 12, seed=reduce, reduce=reduce),
+                ts.Box(0, 0, h // reduce * reduce, w // reduce * reduce),
+                ts.Box(-4 * reduce, -8 * reduce, 40 * reduce, 24 * reduce),  # top-left corner
+                ts.Box(-500 * reduce, 0, 8 * reduce, 8 * reduce),  # wholly outside
+            ]
+            for box in boxes:
+                np.testing.assert_array_equal(
+                    assemble_pieces(slide, box, reduce),
+                    slide.read(box, reduce),
+                    err_msg=f"{path.name} {box} reduce {reduce}",
+                )
+
+
+def test_tile_pieces_refuse_resampled_and_memmapped_reads(
+    pyramid_slide: Path, stripped_slide: Path
+) -> None:
+    with ts.Slide.open(pyramid_slide) as slide:
+        assert slide._tile_pieces(ts.Box(0, 0, 48, 48), 6) is None  # level 1 + 3x3 means
+        assert slide._tile_pieces(ts.Box(0, 0, 64, 64), 32) is None  # level 4 + 2x2 means
+        with pytest.raises(ts.BoxError, match="not aligned"):
+            slide._tile_pieces(ts.Box(2, 0, 64, 64), 4)
+    with ts.Slide.open(stripped_slide) as slide:
+        assert slide.levels[0].is_memmapped
+        assert slide._tile_pieces(ts.Box(0, 0, 64, 64), 1) is None
+
+
+# ------------------------------------------------------------------------------------------
 # Thumbnail, dask, cache
 # ------------------------------------------------------------------------------------------
 

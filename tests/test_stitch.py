@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tilestream as ts
+from tilestream import stitch as stitch_module
 from tilestream.sampling import grid_positions
 
 
@@ -165,13 +166,29 @@ def grid_and_general(
     return grid, general, [ts.Box(y, x, tile, tile) for y in ys for x in xs]
 
 
+def use_kernel(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``"torch"``: the fused multiply-add used once torch is imported; ``"numpy"``: the
+    two-pass numpy blend of a process without torch."""
+    if kernel == "torch":
+        import torch  # noqa: F401  (the stitcher uses it only when it is already imported)
+
+        assert stitch_module._loaded_torch() is not None
+    else:
+        monkeypatch.setattr(stitch_module, "_loaded_torch", lambda: None)
+
+
 @pytest.mark.parametrize("blend", ["gaussian", "pyramid", "mean", "center"])
 @pytest.mark.parametrize("overlap", [0, 16, 24, 48])
 @pytest.mark.parametrize("edge", ["shift", "pad"])
-def test_declared_grid_equals_weights_canvas(blend: str, overlap: int, edge: str) -> None:
+@pytest.mark.parametrize("kernel", ["torch", "numpy"])
+def test_declared_grid_equals_weights_canvas(
+    blend: str, overlap: int, edge: str, kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A declared grid (normalised on add, no weight canvas) blends exactly like the general
     stitcher, tissue-skipped windows counting as background (added as zeros there); "shift"
-    grids end with a shifted edge window, "pad" grids with windows past the edge."""
+    grids end with a shifted edge window, "pad" grids with windows past the edge. With
+    either blending kernel."""
+    use_kernel(kernel, monkeypatch)
     rng = np.random.default_rng(overlap)
     shape, reduce, tile = (150, 203), 2, 64
     grid, general, boxes = grid_and_general(shape, tile, overlap, reduce, blend, edge, 2)
@@ -202,7 +219,11 @@ def test_declared_grid_equals_weights_canvas(blend: str, overlap: int, edge: str
 
 
 @pytest.mark.parametrize("blend", ["gaussian", "pyramid", "mean", "center"])
-def test_declared_grid_split_then_stitch_reproduces_the_image(blend: str) -> None:
+@pytest.mark.parametrize("kernel", ["torch", "numpy"])
+def test_declared_grid_split_then_stitch_reproduces_the_image(
+    blend: str, kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_kernel(kernel, monkeypatch)
     rng = np.random.default_rng(3)
     shape, reduce, tile, overlap = (150, 203), 2, 64, 16
     image = rng.random((-(-shape[0] // reduce), -(-shape[1] // reduce))).astype(np.float32)
@@ -246,3 +267,31 @@ def test_declared_grid_refuses_other_windows(tmp_path: Path) -> None:
         ts.Stitcher((100, 100), tile=32, grid=([0, 100], [0]))
     with pytest.raises(ts.StitchError, match="one or the other"):
         ts.Stitcher((100, 100), tile=32, grid=([0], [0]), store=tmp_path / "x.zarr")
+
+
+def test_declared_grid_takes_any_float_array() -> None:
+    """Read-only, float64, reversed-strided and Fortran-ordered predictions (which the fused
+    torch kernel cannot wrap without a copy or a warning) blend like plain float32 ones."""
+    import torch  # noqa: F401  (the fused kernel is used once torch is imported)
+
+    rng = np.random.default_rng(5)
+    shape, reduce, tile, overlap = (150, 203), 2, 64, 16
+    image = rng.random((-(-shape[0] // reduce), -(-shape[1] // reduce))).astype(np.float32)
+
+    def readonly(p: np.ndarray) -> np.ndarray:
+        q = p.copy()
+        q.setflags(write=False)
+        return q
+
+    variants = {
+        "readonly": readonly,
+        "float64": lambda p: p.astype(np.float64),
+        "reversed": lambda p: p[::-1, ::-1].copy()[::-1, ::-1],
+        "fortran": np.asfortranarray,
+    }
+    for name, variant in variants.items():
+        grid, _, boxes = grid_and_general(shape, tile, overlap, reduce, "gaussian", "shift")
+        for box in boxes:
+            y, x = box.y // reduce, box.x // reduce
+            grid.add(box, variant(image[y : y + tile // reduce, x : x + tile // reduce]))
+        np.testing.assert_allclose(grid.probabilities(), image, rtol=0, atol=2e-6, err_msg=name)

@@ -27,7 +27,7 @@ from .annotations import MaskSource, RleMask
 from .dataset import SlideSource, TileDataset, TileReadError
 from .geometry import Box
 from .hubmap import write_submission
-from .reader import Slide
+from .reader import IMAGE_FILL, Slide, _aligned_empty
 from .rle import rle_to_runs
 from .sampling import GridSampler, grid_positions
 from .stitch import Blend, Stitcher, StitchError
@@ -190,12 +190,16 @@ def _default_preprocess(images: Tensor) -> Tensor:
 
 
 def _slide_for_prediction(
-    path: str | os.PathLike[str], tile: int, reduce: int, num_workers: int
+    path: str | os.PathLike[str], tile: int, reduce: int, num_workers: int, as_float: bool
 ) -> Slide:
     """Open ``path`` with a private tile cache just big enough that each stored tile is decoded
     once in a row-major pass (the tile rows one row of windows touches), instead of the 256 MiB
-    process-wide cache, which would keep every tile of the slide until it closes."""
+    process-wide cache, which would keep every tile of the slide until it closes. No cache at
+    all when the windows are converted straight from the decoded tiles (``as_float`` and a
+    level stored at ``reduce``): :func:`_tile_float_batches` keeps the tiles it still needs."""
     slide = Slide.open(path, cache_bytes=0)
+    if num_workers == 0 and as_float and _converts_tiles(slide, reduce):
+        return slide
     level = slide.levels[slide.level_for(reduce)]
     th, tw = level.tile
     window_rows = -(-tile // level.downsample)
@@ -209,6 +213,11 @@ def _slide_for_prediction(
     return slide
 
 
+def _converts_tiles(slide: Slide, reduce: int) -> bool:
+    """Whether reads at ``reduce`` are copies of stored tiles (see ``Slide._tile_pieces``)."""
+    return slide._tile_pieces(Box(0, 0, reduce, reduce), reduce) is not None
+
+
 def _window_batches(
     source: SlideSource,
     boxes: Sequence[Box],
@@ -220,8 +229,10 @@ def _window_batches(
 ) -> Iterator[tuple[Tensor, list[Box]]]:
     """``(batch, boxes)`` with windows read straight into one reused ``(B, C, h, w)`` buffer (no
     dataset, collate or per-window tensors); overwritten by the next batch. ``as_float``: the
-    batch is ``x / 255`` float32, each window converted as soon as it is read (from a one-window
-    uint8 buffer, still in cache), else the uint8 windows."""
+    batch is ``x / 255`` float32, else the uint8 windows. A float batch is converted straight
+    from the decoded tiles when the reads at ``reduce`` are copies of stored tiles
+    (:func:`_tile_float_batches`), else each window is read into a one-window uint8 buffer and
+    converted at once (still in cache)."""
     if not boxes:
         return
     slide = source.slide
@@ -229,6 +240,9 @@ def _window_batches(
     shape = (batch_size, slide.channels, side, side)
     if as_float:
         buffer = torch.empty(shape, dtype=torch.float32)
+        if _converts_tiles(slide, reduce):
+            yield from _tile_float_batches(source, boxes, reduce, buffer)
+            return
         scratch = torch.empty(shape[1:], dtype=torch.uint8).numpy()  # 64-byte aligned
         floats = buffer.numpy()
         views = [scratch.transpose(1, 2, 0)] * batch_size
@@ -247,6 +261,90 @@ def _window_batches(
                 # numpy's cast-and-divide loop: bit-identical to x.float() / 255, one pass
                 np.divide(scratch, scale, out=floats[b], dtype=np.float32)
         yield buffer[: len(chunk)], chunk
+
+
+def _tile_float_batches(
+    source: SlideSource, boxes: Sequence[Box], reduce: int, buffer: Tensor
+) -> Iterator[tuple[Tensor, list[Box]]]:
+    """Float batches ``x / 255`` (into ``buffer``, reused) converted straight from the decoded
+    tiles, bit-identical to ``slide.read(box, reduce) / 255``.
+
+    Each stored tile is decoded once and de-interleaved once into a channel-first uint8 copy
+    (``(H, W, C)`` -> ``(C, H, W)``: once per tile pixel instead of once per window pixel, and
+    windows overlap). A window inside one tile is divided by 255 straight from it into its slot
+    of the batch; a window over several tiles (or past the slide's edge) is assembled in a
+    one-window uint8 buffer by row copies first, as the cast-and-divide is slow into partial
+    rows. A tile is held from its first use to the last window that needs it (known up front:
+    the windows are given), then its buffer is reused for the next tile decoded. In a
+    row-major pass that is one row of tiles plus the one or two under the current window, or
+    two rows of tiles where two consecutive rows of windows straddle the same tile-row
+    boundary (about what the row cache of the read path holds)."""
+    slide = source.slide
+    plans = []
+    for box in boxes:
+        plan = slide._tile_pieces(box, reduce)
+        assert plan is not None  # checked by the caller: the level is stored at `reduce`
+        plans.append(plan)
+    last: dict[tuple[int, ...], int] = {}
+    for i, (pieces, _) in enumerate(plans):
+        for piece in pieces:
+            last[piece.key] = i
+    held: dict[tuple[int, ...], NDArray[np.uint8]] = {}
+    spare: list[NDArray[np.uint8]] = []
+    floats = buffer.numpy()
+    window = _aligned_empty(floats.shape[1:])  # one window, uint8, channel first
+    scale = np.float32(255.0)
+    for start in range(0, len(boxes), len(floats)):
+        chunk = list(boxes[start : start + len(floats)])
+        for b, box in enumerate(chunk):
+            i = start + b
+            pieces, padded = plans[i]
+            parts = []
+            for p in pieces:
+                tile = held.get(p.key)
+                if tile is None:
+                    try:
+                        decoded = slide._decode_tile(p.key)
+                    except Exception as err:
+                        raise TileReadError(
+                            f"slide {source.id} ({slide.path}), box {box}: {err}"
+                        ) from err
+                    tile = _channels_first(decoded, spare)
+                    held[p.key] = tile
+                h, w = p.y1 - p.y0, p.x1 - p.x0
+                parts.append((p, tile[:, p.ty0 : p.ty0 + h, p.tx0 : p.tx0 + w]))
+            # numpy's cast-and-divide loop: bit-identical to x.float() / 255, one pass; it runs
+            # at full speed into a whole (contiguous) window, so a window made of several
+            # pieces (or padded) is first assembled in uint8 (row copies, ~1/5 of the divide)
+            if len(parts) == 1 and not padded:
+                np.divide(parts[0][1], scale, out=floats[b], dtype=np.float32)
+            else:
+                if padded:
+                    window.fill(IMAGE_FILL)
+                for p, part in parts:
+                    window[p.c0 : p.c1, p.y0 : p.y1, p.x0 : p.x1] = part
+                np.divide(window, scale, out=floats[b], dtype=np.float32)
+            for p in pieces:  # after the window: a released buffer is reused by the next decode
+                if last[p.key] == i:
+                    spare.append(held.pop(p.key))
+        yield buffer[: len(chunk)], chunk
+
+
+def _channels_first(
+    decoded: NDArray[np.uint8], spare: list[NDArray[np.uint8]]
+) -> NDArray[np.uint8]:
+    """``decoded`` ``(rows, cols, C)`` copied to ``(C, rows, cols)``, into a spare buffer of
+    that shape when there is one (reused memory is fast; fresh memory is not, PERF-NOTES)."""
+    rows, cols, channels = decoded.shape
+    shape = (channels, rows, cols)
+    for k, buf in enumerate(spare):
+        if buf.shape == shape:
+            out = spare.pop(k)
+            break
+    else:
+        out = _aligned_empty(shape)
+    np.copyto(out, decoded.transpose(2, 0, 1))
+    return out
 
 
 def _loader_batches(loader: DataLoader[dict[str, Any]]) -> Iterator[tuple[Tensor, list[Box]]]:
@@ -285,9 +383,13 @@ def predict_slide(
         A torch module (or any callable) from ``(B, C, h, w)`` float tensors to ``(B, channels,
         h, w)``, with ``h = tile // reduce``. Set to eval mode here when it is a module.
     slide : Slide or path
-        The slide. A path is opened here with a private tile cache of about one row of windows
-        (each tile is decoded once) and closed before returning; a :class:`Slide` is used as
-        it is (with its own cache).
+        The slide; a path is opened here and closed before returning. Each stored tile is
+        decoded once: with the default float input on the CPU and no workers, at a
+        ``reduce`` the slide stores as a level, the windows are built from the decoded tiles
+        here, each tile kept from its first window to its last (one or two rows of tiles;
+        the slide's own cache is not used). Otherwise the windows are read with
+        :meth:`Slide.read`: a path through a private tile cache of about one row of windows,
+        a :class:`Slide` through its own cache.
     tile, overlap : int
         Window side and overlap in level-0 pixels (stride ``tile - overlap``).
     reduce : int
@@ -347,11 +449,19 @@ def predict_slide(
     TileReadError
         A window cannot be read (the message names the slide and the box).
     """
+    device = (
+        torch.device(device)
+        if device is not None
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    # without workers, the default x / 255 on the CPU is done while reading, into a reused
+    # float batch
+    as_float = num_workers == 0 and preprocess is None and device.type == "cpu"
     opened_here = not isinstance(slide, Slide)
     opened = (
         slide
         if isinstance(slide, Slide)
-        else _slide_for_prediction(slide, tile, reduce, num_workers)
+        else _slide_for_prediction(slide, tile, reduce, num_workers, as_float)
     )
     try:
         return _predict(
@@ -427,19 +537,13 @@ def _predict(
         resume=resume,
         slide_id=slide_id or source.id,
     )
-    device = (
-        torch.device(device)
-        if device is not None
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = torch.device(device) if device is not None else torch.device("cpu")
     if isinstance(model, torch.nn.Module):
         with contextlib.suppress(NotImplementedError):  # torch.export modules have no eval()
             model.eval()
     transforms = tta_transforms(tta)
     pin = device.type == "cuda"
     n = len(dataset)
-    # without workers, the default x / 255 on the CPU is done while reading, into a reused
-    # float batch
     as_float = num_workers == 0 and preprocess is None and device.type == "cpu"
     batches = (
         _window_batches(

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import tifffile
@@ -80,6 +80,23 @@ class Level:
     is_tiled: bool
     compression: str
     is_memmapped: bool
+
+
+class _TilePiece(NamedTuple):
+    """Part of one stored tile inside a read (see :meth:`Slide._tile_pieces`): channels
+    ``[c0, c1)``, rows ``[y0, y1)`` and columns ``[x0, x1)`` of the read come from the tile
+    ``key`` = (level, page number in the level, plane, tile row, tile column), starting at
+    its row ``ty0`` and column ``tx0``."""
+
+    key: tuple[int, int, int, int, int]
+    c0: int
+    c1: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    ty0: int
+    tx0: int
 
 
 class Slide:
@@ -512,6 +529,69 @@ class Slide:
                         x0 - box.x : x1 - box.x,
                         plane * cpp : (plane + 1) * cpp,
                     ] = chunk[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
+
+    def _tile_pieces(self, box: Box, reduce: int) -> tuple[list[_TilePiece], bool] | None:
+        """The stored tiles under ``box`` at ``1/reduce`` and where each lands in the read.
+
+        For every piece ``p``, ``read(box, reduce)[p.y0:p.y1, p.x0:p.x1, p.c0:p.c1]`` equals
+        ``_decode_tile(p.key)[p.ty0:p.ty0 + p.y1 - p.y0, p.tx0:p.tx0 + p.x1 - p.x0]``; the
+        pieces do not overlap, and the rest of the read (outside the slide, present when the
+        flag returned is True) is :data:`IMAGE_FILL`. Lets a caller convert the pieces of
+        decoded tiles straight into its own buffer (``predict_slide``'s float batch) with its
+        own tile cache. ``None`` when the read is not a copy of stored tiles: ``reduce`` is not
+        the downsample of a level (the read resamples) or the level is memory-mapped.
+        """
+        box.check_reduce(reduce)
+        level = self.level_for(reduce)
+        plan = self._plans[level]
+        if plan.downsample != reduce or any(p.memmap is not None for p in plan.pages):
+            return None
+        lbox = Box._trusted(
+            box.y // reduce, box.x // reduce, box.height // reduce, box.width // reduce
+        )
+        inside = lbox.clip((plan.height, plan.width))
+        if inside is None:
+            return [], True
+        pieces = []
+        for number, page in enumerate(plan.pages):
+            th, tw = page.tile_height, page.tile_width
+            cpp = page.channels_per_plane
+            for plane in range(page.planes):
+                c0 = page.channel_offset + plane * cpp
+                for r in range(inside.y // th, (inside.bottom - 1) // th + 1):
+                    ty = r * th
+                    y0, y1 = max(inside.y, ty), min(inside.bottom, ty + th)
+                    for c in range(inside.x // tw, (inside.right - 1) // tw + 1):
+                        tx = c * tw
+                        x0, x1 = max(inside.x, tx), min(inside.right, tx + tw)
+                        pieces.append(
+                            _TilePiece(
+                                (level, number, plane, r, c),
+                                c0,
+                                c0 + cpp,
+                                y0 - lbox.y,
+                                y1 - lbox.y,
+                                x0 - lbox.x,
+                                x1 - lbox.x,
+                                y0 - ty,
+                                x0 - tx,
+                            )
+                        )
+        return pieces, inside != lbox
+
+    def _decode_tile(self, key: tuple[int, int, int, int, int]) -> NDArray[np.uint8]:
+        """The stored tile ``key`` of :meth:`_tile_pieces` as ``(rows, cols, channels)`` uint8
+        (the rows and columns may extend past the level's edge), decoded now, not cached.
+
+        Raises
+        ------
+        CorruptTileError
+            The tile fails to decode (the message names level and tile).
+        """
+        level, number, plane, row, col = key
+        return self._chunk(
+            level, self._plans[level].pages[number], plane, row, col, use_cache=False
+        )
 
     def _chunk(
         self, level: int, page: PagePlan, plane: int, row: int, col: int, *, use_cache: bool

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
@@ -478,10 +479,16 @@ class Stitcher:
         if cell is not None:
             # normalised already: the canvas is the blend (see `grid`)
             norm = self._norm(*cell)[py : py + hh, px : px + ww]
-            tmp = self._scratch[:, :hh, :ww]
-            np.multiply(part, norm, out=tmp)
             region = self._sums[:, y0:y1, x0:x1]
-            np.add(region, tmp, out=region)
+            torch = _loaded_torch()
+            if torch is not None and part.dtype == np.float32 and _torch_can_wrap(part):
+                # one fused pass (region += part * norm), no scratch: torch's vectorised CPU
+                # kernel; torch is imported by whoever made the predictions, never here
+                torch.from_numpy(region).addcmul_(torch.from_numpy(part), torch.from_numpy(norm))
+            else:
+                tmp = self._scratch[:, :hh, :ww]
+                np.multiply(part, norm, out=tmp)
+                np.add(region, tmp, out=region)
             self._added[cell] = True
         else:
             window = blend_window(h, w, self.blend, self.overlap // (2 * r))[
@@ -662,6 +669,22 @@ class Stitcher:
             f"Stitcher(shape={self.shape}, reduce={self.reduce}, tile={self.tile}, "
             f"blend={self.blend!r}, windows={self.windows}, canvas={where})"
         )
+
+
+def _loaded_torch() -> Any:
+    """torch when this process has already imported it (``predict_slide`` has), else None."""
+    return sys.modules.get("torch")
+
+
+def _torch_can_wrap(a: NDArray[Any]) -> bool:
+    """``torch.from_numpy`` takes ``a`` without a copy or a warning: writeable, aligned, native
+    byte order, no negative strides."""
+    return (
+        a.flags.writeable
+        and a.flags.aligned
+        and a.dtype.isnative
+        and all(s >= 0 for s in a.strides)
+    )
 
 
 def _short(values: Sequence[int]) -> str:
