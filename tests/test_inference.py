@@ -13,8 +13,8 @@ import torch
 
 import tilestream as ts
 from tilestream import hubmap
+from tilestream._windows import _converts_tiles, _window_batches
 from tilestream.dataset import SlideSource
-from tilestream.inference import _converts_tiles, _window_batches
 from tilestream.sampling import grid_positions
 
 
@@ -226,16 +226,16 @@ def test_tile_store_holds_at_most_two_rows_of_tiles(
     row of tiles (+2) when no two window rows straddle the same tile-row boundary (64 px windows
     at stride 48 over 128 px tiles, the benchmark's geometry), two rows when they do (96 at
     72: rows 432 and 504 both straddle 512), never the whole slide."""
-    from tilestream import inference
+    from tilestream import _windows
 
     allocated: list[tuple[int, ...]] = []
-    real = inference._aligned_empty
+    real = _windows._aligned_empty
 
     def counting(shape: tuple[int, ...]) -> np.ndarray:
         allocated.append(tuple(shape))
         return real(shape)
 
-    monkeypatch.setattr(inference, "_aligned_empty", counting)
+    monkeypatch.setattr(_windows, "_aligned_empty", counting)
     with ts.Slide.open(pyramid_slide, cache_bytes=0) as slide:
         th, tw = slide.levels[0].tile
         h, w = slide.shape

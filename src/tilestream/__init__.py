@@ -37,6 +37,7 @@ from .rle import (
     runs_to_rle,
 )
 from .sampling import GridSampler, RandomSampler, SourceInfo, shard_range
+from .scoring import DiceScore, dice, dice_report
 from .splits import Fold, folds
 from .stitch import Stitcher, StitchError, blend_window
 from .tissue import TissueMap, tissue_mask
@@ -44,9 +45,6 @@ from .tissue import TissueMap, tissue_mask
 if TYPE_CHECKING:
     from .dataset import SlideSource, TileDataset, TileReadError
     from .inference import (
-        DiceScore,
-        dice,
-        dice_report,
         load_model,
         predict_slide,
         predict_slides,
@@ -61,9 +59,6 @@ _LAZY = {
     "SlideSource": "dataset",
     "TileDataset": "dataset",
     "TileReadError": "dataset",
-    "DiceScore": "inference",
-    "dice": "inference",
-    "dice_report": "inference",
     "load_model": "inference",
     "predict_slide": "inference",
     "predict_slides": "inference",
