@@ -191,29 +191,14 @@ def child_predict(args: dict[str, Any]) -> dict[str, Any]:
     path = args["path"]
 
     def tilestream_call(model: Identity, timing: dict[str, float]) -> Any:
+        settings: dict[str, Any] = dict(
+            tile=TILE, overlap=OVERLAP, reduce=REDUCE, batch_size=BATCH, activation=None,
+            progress=False,
+        )  # fmt: skip
         if not args.get("open_slide"):  # the path: predict_slide opens it with a row cache
-            stitcher = ts.predict_slide(
-                model,
-                path,
-                tile=TILE,
-                overlap=OVERLAP,
-                reduce=REDUCE,
-                batch_size=BATCH,
-                activation=None,
-                progress=False,
-            )
-            return stitcher.probabilities()
+            return ts.predict_slide(model, path, **settings).probabilities()
         with ts.Slide.open(path) as slide:  # the process-wide 256 MiB tile cache
-            stitcher = ts.predict_slide(
-                model,
-                slide,
-                tile=TILE,
-                overlap=OVERLAP,
-                reduce=REDUCE,
-                batch_size=BATCH,
-                activation=None,
-                progress=False,
-            )
+            stitcher = ts.predict_slide(model, slide, **settings)
         return stitcher.probabilities()
 
     def monai_call(model: Identity, timing: dict[str, float]) -> Any:
