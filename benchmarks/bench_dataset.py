@@ -101,6 +101,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data import default_collate as collate
 
 import tilestream as ts
+from _common import loaded_conftest
 from tilestream.synthetic import SlideSpec, slide_labels
 
 TILE = 1024  # level-0 window side
@@ -147,16 +148,6 @@ MIB = 2**20
 # ------------------------------------------------------------------------------------------
 # Data: slides (conftest's cache) and their glomerulus labels (GeoJSON + RLE beside them)
 # ------------------------------------------------------------------------------------------
-
-
-def _conftest(config: pytest.Config) -> Any:
-    """benchmarks/conftest.py as pytest loaded it (its cached_slide, note, bench_dir)."""
-    here = (Path(__file__).resolve().parent / "conftest.py").resolve()
-    for plugin in config.pluginmanager.get_plugins():
-        path = getattr(plugin, "__file__", None)
-        if path and Path(path).resolve() == here:
-            return plugin
-    raise RuntimeError("benchmarks/conftest.py is not loaded")
 
 
 @dataclass(frozen=True)
@@ -624,21 +615,21 @@ def make_setup(slides: list[SlideData], *, polygons: bool = True) -> Setup:
 
 @pytest.fixture(scope="session")
 def setup_10k(request: pytest.FixtureRequest) -> Setup:
-    bench = _conftest(request.config)
+    bench = loaded_conftest(request.config)
     slides = [prepare_slide(bench, spec, f"s{i}") for i, spec in enumerate(SPECS_10K)]
     return make_setup(slides)
 
 
 @pytest.fixture(scope="session")
 def setup_10k_flat(request: pytest.FixtureRequest) -> Setup:
-    bench = _conftest(request.config)
+    bench = loaded_conftest(request.config)
     slides = [prepare_slide(bench, spec, f"f{i}") for i, spec in enumerate(SPECS_10K_FLAT)]
     return make_setup(slides, polygons=False)
 
 
 @pytest.fixture(scope="session")
 def slide_40k(request: pytest.FixtureRequest) -> SlideData:
-    return prepare_slide(_conftest(request.config), SPEC_40K, "s40k")
+    return prepare_slide(loaded_conftest(request.config), SPEC_40K, "s40k")
 
 
 def kaggle_masks(setup: Setup, results: Any) -> list[NDArray[np.uint8]]:

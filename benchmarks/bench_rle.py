@@ -31,7 +31,6 @@ quote the ratios of one run (the ``x_anchor`` column), not absolute times.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +39,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from _common import status_bytes
 from tilestream import (
     rle_decode,
     rle_decode_window,
@@ -150,8 +150,10 @@ def window_boxes() -> list[tuple[int, int]]:
     rng = np.random.default_rng(SEED + 1)
     step = 16  # aligned, so the same boxes also serve reduce=4
     return [
-        (step * int(rng.integers(0, (H - WINDOW) // step)),
-         step * int(rng.integers(0, (W - WINDOW) // step)))
+        (
+            step * int(rng.integers(0, (H - WINDOW) // step)),
+            step * int(rng.integers(0, (W - WINDOW) // step)),
+        )
         for _ in range(N_WINDOWS)
     ]
 
@@ -162,8 +164,13 @@ def window_boxes() -> list[tuple[int, int]]:
 
 
 def run_bench(
-    benchmark: Any, results: Any, scenario: str, contender: str, fn: Callable[[], Any],
-    rounds: int, pixels: int,
+    benchmark: Any,
+    results: Any,
+    scenario: str,
+    contender: str,
+    fn: Callable[[], Any],
+    rounds: int,
+    pixels: int,
 ) -> Any:
     benchmark.group = f"rle {scenario}"
     benchmark.name = contender
@@ -174,8 +181,12 @@ def run_bench(
         _TIMES[(scenario, contender)] = median
         anchor = _TIMES.get((scenario, ANCHORS[scenario]))
         results.record(
-            table=TABLE, scenario=scenario, contender=contender, rounds=rounds,
-            median_s=median, mpx_s=pixels / median / 1e6,
+            table=TABLE,
+            scenario=scenario,
+            contender=contender,
+            rounds=rounds,
+            median_s=median,
+            mpx_s=pixels / median / 1e6,
             x_anchor=None if anchor is None else anchor / median,
         )
     return out
@@ -199,8 +210,13 @@ def rotating(fn: Callable[[int, int], Any], boxes: list[tuple[int, int]]) -> Cal
 
 def test_decode_kaggle(benchmark: Any, results: Any, text: str, mask: NDArray[np.uint8]) -> None:
     out = run_bench(
-        benchmark, results, "decode", ANCHORS["decode"],
-        lambda: np.ascontiguousarray(kaggle_decode(text, (H, W))), rounds=1, pixels=H * W,
+        benchmark,
+        results,
+        "decode",
+        ANCHORS["decode"],
+        lambda: np.ascontiguousarray(kaggle_decode(text, (H, W))),
+        rounds=1,
+        pixels=H * W,
     )
     assert np.array_equal(out, mask)
 
@@ -209,8 +225,13 @@ def test_decode_tilestream(
     benchmark: Any, results: Any, text: str, mask: NDArray[np.uint8]
 ) -> None:
     out = run_bench(
-        benchmark, results, "decode", "tilestream rle_decode",
-        lambda: rle_decode(text, (H, W)), rounds=3, pixels=H * W,
+        benchmark,
+        results,
+        "decode",
+        "tilestream rle_decode",
+        lambda: rle_decode(text, (H, W)),
+        rounds=3,
+        pixels=H * W,
     )
     assert np.array_equal(out, mask)
 
@@ -226,8 +247,15 @@ def test_window_kaggle(
     def crop(y: int, x: int) -> NDArray[np.uint8]:
         return kaggle_decode(text, (H, W))[y : y + WINDOW, x : x + WINDOW].copy()
 
-    run_bench(benchmark, results, "window", ANCHORS["window"], rotating(crop, window_boxes),
-              rounds=1, pixels=WINDOW * WINDOW)
+    run_bench(
+        benchmark,
+        results,
+        "window",
+        ANCHORS["window"],
+        rotating(crop, window_boxes),
+        rounds=1,
+        pixels=WINDOW * WINDOW,
+    )
 
 
 def test_window_full_decode(
@@ -236,14 +264,25 @@ def test_window_full_decode(
     def crop(y: int, x: int) -> NDArray[np.uint8]:
         return rle_decode(text, (H, W))[y : y + WINDOW, x : x + WINDOW].copy()
 
-    run_bench(benchmark, results, "window", "tilestream rle_decode + crop",
-              rotating(crop, window_boxes), rounds=1, pixels=WINDOW * WINDOW)
+    run_bench(
+        benchmark,
+        results,
+        "window",
+        "tilestream rle_decode + crop",
+        rotating(crop, window_boxes),
+        rounds=1,
+        pixels=WINDOW * WINDOW,
+    )
 
 
 @pytest.mark.parametrize("reduce", [1, 4])
 def test_window_tilestream(
-    benchmark: Any, results: Any, runs: tuple[NDArray[np.int64], NDArray[np.int64]],
-    window_boxes: list[tuple[int, int]], mask: NDArray[np.uint8], reduce: int,
+    benchmark: Any,
+    results: Any,
+    runs: tuple[NDArray[np.int64], NDArray[np.int64]],
+    window_boxes: list[tuple[int, int]],
+    mask: NDArray[np.uint8],
+    reduce: int,
 ) -> None:
     starts, lengths = runs
 
@@ -254,8 +293,15 @@ def test_window_tilestream(
     if reduce == 1:
         assert np.array_equal(window(y, x), mask[y : y + WINDOW, x : x + WINDOW])
     name = "tilestream rle_decode_window" + (f" reduce={reduce}" if reduce > 1 else "")
-    run_bench(benchmark, results, "window", name, rotating(window, window_boxes),
-              rounds=200, pixels=WINDOW * WINDOW)
+    run_bench(
+        benchmark,
+        results,
+        "window",
+        name,
+        rotating(window, window_boxes),
+        rounds=200,
+        pixels=WINDOW * WINDOW,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,16 +310,30 @@ def test_window_tilestream(
 
 
 def test_encode_kaggle(benchmark: Any, results: Any, mask: NDArray[np.uint8], text: str) -> None:
-    out = run_bench(benchmark, results, "encode", ANCHORS["encode"], lambda: kaggle_encode(mask),
-                    rounds=1, pixels=H * W)
+    out = run_bench(
+        benchmark,
+        results,
+        "encode",
+        ANCHORS["encode"],
+        lambda: kaggle_encode(mask),
+        rounds=1,
+        pixels=H * W,
+    )
     assert out == text
 
 
 def test_encode_tilestream(
     benchmark: Any, results: Any, mask: NDArray[np.uint8], text: str
 ) -> None:
-    out = run_bench(benchmark, results, "encode", "tilestream rle_encode",
-                    lambda: rle_encode(mask), rounds=3, pixels=H * W)
+    out = run_bench(
+        benchmark,
+        results,
+        "encode",
+        "tilestream rle_encode",
+        lambda: rle_encode(mask),
+        rounds=3,
+        pixels=H * W,
+    )
     assert out == text
 
 
@@ -282,21 +342,13 @@ def test_encode_tilestream(
 # --------------------------------------------------------------------------------------------
 
 
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        found = re.search(rf"{field}:\s+(\d+) kB", f.read())
-    if found is None:
-        raise OSError(f"{field} not in /proc/self/status")
-    return int(found.group(1)) * 1024
-
-
 def peak_extra_bytes(fn: Callable[[], Any]) -> int:
     """Peak resident memory above the current level while ``fn`` runs (Linux VmHWM)."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the high-water mark to the current RSS
-    base = _status_bytes("VmRSS")
+    base = status_bytes("VmRSS")
     result = fn()
-    peak = _status_bytes("VmHWM") - base
+    peak = status_bytes("VmHWM") - base
     del result
     return peak
 
@@ -313,8 +365,13 @@ def test_encode_memory(results: Any, mask: NDArray[np.uint8]) -> None:
     ):
         peak = peak_extra_bytes(fn)
         figures[name] = peak / mask.size
-        results.record(table=f"{TABLE} memory", scenario="encode peak extra RSS", contender=name,
-                       peak_mib=peak / 2**20, bytes_per_px=peak / mask.size)
+        results.record(
+            table=f"{TABLE} memory",
+            scenario="encode peak extra RSS",
+            contender=name,
+            peak_mib=peak / 2**20,
+            bytes_per_px=peak / mask.size,
+        )
     results.note(
         f"rle: encode peak extra memory {figures['tilestream rle_encode']:.3f} B/px (ours) vs "
         f"{figures['kaggle encode']:.2f} B/px (Kaggle); target < 1"
@@ -328,8 +385,11 @@ def test_targets(results: Any) -> None:
     for scenario, anchor in ANCHORS.items():
         base = _TIMES.get((scenario, anchor))
         ours = [
-            (name, t) for (sc, name), t in _TIMES.items()
-            if sc == scenario and name.startswith("tilestream rle_") and "+ crop" not in name
+            (name, t)
+            for (sc, name), t in _TIMES.items()
+            if sc == scenario
+            and name.startswith("tilestream rle_")
+            and "+ crop" not in name
             and "reduce" not in name
         ]
         if base is None or not ours:

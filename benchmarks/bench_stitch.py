@@ -61,7 +61,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -74,6 +73,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from _common import loaded_conftest, status_bytes
 
 MIB = 2**20
 
@@ -98,17 +99,9 @@ TABLE_RLE = "stitch rle"
 # ------------------------------------------------------------------------------------------
 
 
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        found = re.search(rf"{field}:\s+(\d+) kB", f.read())
-    if found is None:
-        raise OSError(f"{field} not in /proc/self/status")
-    return int(found.group(1)) * 1024
-
-
 def _rss() -> int:
     try:
-        return _status_bytes("VmRSS")
+        return status_bytes("VmRSS")
     except OSError:
         import psutil
 
@@ -122,13 +115,13 @@ def peak_extra(out: dict[str, Any]) -> Iterator[None]:
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS
-        base = _status_bytes("VmRSS")
+        base = status_bytes("VmRSS")
         have_hwm = True
     except OSError:
         have_hwm = False
     if have_hwm:
         yield
-        hwm = _status_bytes("VmHWM")
+        hwm = status_bytes("VmHWM")
         out.update(peak_extra=hwm - base, hwm=hwm, rss_base=base, peak_method="VmHWM")
         return
     import psutil
@@ -452,16 +445,6 @@ def _load() -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def _conftest(config: pytest.Config) -> Any:
-    """benchmarks/conftest.py as pytest loaded it (its cached_slide, JPEG_10K)."""
-    here = (Path(__file__).resolve().parent / "conftest.py").resolve()
-    for plugin in config.pluginmanager.get_plugins():
-        path = getattr(plugin, "__file__", None)
-        if path and Path(path).resolve() == here:
-            return plugin
-    raise RuntimeError("benchmarks/conftest.py is not loaded")
-
-
 @pytest.fixture(scope="module")
 def compiled(request: pytest.FixtureRequest) -> None:
     """Run both paths once on tiny input in this process, so numba's on-disk cache is fresh
@@ -469,7 +452,7 @@ def compiled(request: pytest.FixtureRequest) -> None:
     import tilestream as ts
     from tilestream.synthetic import SlideSpec
 
-    bench = _conftest(request.config)
+    bench = loaded_conftest(request.config)
     spec = bench.JPEG_10K
     tiny = bench.cached_slide(
         SlideSpec(
