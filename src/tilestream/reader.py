@@ -99,6 +99,24 @@ class _TilePiece(NamedTuple):
     tx0: int
 
 
+def _tile_spans(
+    page: PagePlan, box: Box
+) -> Iterator[tuple[int, int, int, int, int, int, int, int, int]]:
+    """``(plane, row, col, y0, y1, x0, x1, ty, tx)`` for every stored tile of ``page`` under
+    ``box`` (level pixels, inside the level), planes outermost then row-major: tile ``(row,
+    col)`` of ``plane`` starts at ``(ty, tx)`` and covers rows ``[y0, y1)`` and columns
+    ``[x0, x1)`` of the box."""
+    th, tw = page.tile_height, page.tile_width
+    for plane in range(page.planes):
+        for r in range(box.y // th, (box.bottom - 1) // th + 1):
+            ty = r * th
+            y0, y1 = max(box.y, ty), min(box.bottom, ty + th)
+            for c in range(box.x // tw, (box.right - 1) // tw + 1):
+                tx = c * tw
+                x0, x1 = max(box.x, tx), min(box.right, tx + tw)
+                yield plane, r, c, y0, y1, x0, x1, ty, tx
+
+
 class Slide:
     """A TIFF slide read lazily as an ``(H, W, C)`` uint8 image with pyramid levels.
 
@@ -512,23 +530,14 @@ class Slide:
     def _read_tiles(
         self, level: int, page: PagePlan, box: Box, dst: NDArray[np.uint8], *, use_cache: bool
     ) -> None:
-        th, tw = page.tile_height, page.tile_width
         cpp = page.channels_per_plane
-        r0, r1 = box.y // th, (box.bottom - 1) // th
-        c0, c1 = box.x // tw, (box.right - 1) // tw
-        for plane in range(page.planes):
-            for r in range(r0, r1 + 1):
-                ty = r * th
-                y0, y1 = max(box.y, ty), min(box.bottom, ty + th)
-                for c in range(c0, c1 + 1):
-                    tx = c * tw
-                    x0, x1 = max(box.x, tx), min(box.right, tx + tw)
-                    chunk = self._chunk(level, page, plane, r, c, use_cache=use_cache)
-                    dst[
-                        y0 - box.y : y1 - box.y,
-                        x0 - box.x : x1 - box.x,
-                        plane * cpp : (plane + 1) * cpp,
-                    ] = chunk[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
+        for plane, r, c, y0, y1, x0, x1, ty, tx in _tile_spans(page, box):
+            chunk = self._chunk(level, page, plane, r, c, use_cache=use_cache)
+            dst[
+                y0 - box.y : y1 - box.y,
+                x0 - box.x : x1 - box.x,
+                plane * cpp : (plane + 1) * cpp,
+            ] = chunk[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
 
     def _tile_pieces(self, box: Box, reduce: int) -> tuple[list[_TilePiece], bool] | None:
         """The stored tiles under ``box`` at ``1/reduce`` and where each lands in the read.
@@ -554,29 +563,22 @@ class Slide:
             return [], True
         pieces = []
         for number, page in enumerate(plan.pages):
-            th, tw = page.tile_height, page.tile_width
             cpp = page.channels_per_plane
-            for plane in range(page.planes):
+            for plane, r, c, y0, y1, x0, x1, ty, tx in _tile_spans(page, inside):
                 c0 = page.channel_offset + plane * cpp
-                for r in range(inside.y // th, (inside.bottom - 1) // th + 1):
-                    ty = r * th
-                    y0, y1 = max(inside.y, ty), min(inside.bottom, ty + th)
-                    for c in range(inside.x // tw, (inside.right - 1) // tw + 1):
-                        tx = c * tw
-                        x0, x1 = max(inside.x, tx), min(inside.right, tx + tw)
-                        pieces.append(
-                            _TilePiece(
-                                (level, number, plane, r, c),
-                                c0,
-                                c0 + cpp,
-                                y0 - lbox.y,
-                                y1 - lbox.y,
-                                x0 - lbox.x,
-                                x1 - lbox.x,
-                                y0 - ty,
-                                x0 - tx,
-                            )
-                        )
+                pieces.append(
+                    _TilePiece(
+                        (level, number, plane, r, c),
+                        c0,
+                        c0 + cpp,
+                        y0 - lbox.y,
+                        y1 - lbox.y,
+                        x0 - lbox.x,
+                        x1 - lbox.x,
+                        y0 - ty,
+                        x0 - tx,
+                    )
+                )
         return pieces, inside != lbox
 
     def _decode_tile(self, key: tuple[int, int, int, int, int]) -> NDArray[np.uint8]:
