@@ -11,6 +11,7 @@ import imagecodecs
 import numpy as np
 import pytest
 import torch
+import zarr
 
 import tilestream as ts
 from tilestream.cli import main
@@ -143,6 +144,12 @@ def test_predict_and_overlay_commands(hubmap_root: Path, tmp_path: Path) -> None
     rows = ts.hubmap.read_rle_csv(out)
     assert list(rows) == [r.id for r in records[:2]]
     assert all(rows.values())
+    half = tmp_path / "half"
+    again = [half / "s.csv" if a == str(out) else a for a in args]
+    assert main([str(a) for a in again] + ["--dtype", "float16", "--work-dir", str(half)]) == 0
+    assert list(ts.hubmap.read_rle_csv(half / "s.csv")) == list(rows)
+    kept = zarr.open_group(str(half / f"{records[0].id}.zarr"), mode="r")
+    assert kept["sums"].dtype == np.float16
     overlay = tmp_path / "overlay.png"
     train = next(r for r in records if r.split == "train")
     args = [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +64,9 @@ def test_identity_model_reproduces_the_reduced_slide(
 
 
 def test_every_batch_path_gives_the_same_canvas(record: hubmap.SlideRecord, tmp_path: Path) -> None:
-    """Direct reads with the default x / 255, a custom preprocess, DataLoader workers and the
-    on-disk (sums and weights) canvas all blend the same probabilities."""
+    """Direct reads with the default x / 255, a custom preprocess (uint8 batches built from
+    the decoded tiles), DataLoader workers and the on-disk (sums and weights) canvas all blend
+    the same probabilities; a float16 canvas to its precision."""
     options = {"tile": 256, "overlap": 64, "reduce": 4, "batch_size": 3, "progress": False}
     direct = ts.predict_slide(Darkness(), record.image, **options)  # type: ignore[arg-type]
     assert direct.grid is not None and direct.windows == len(direct.grid[0]) * len(direct.grid[1])
@@ -80,6 +83,9 @@ def test_every_batch_path_gives_the_same_canvas(record: hubmap.SlideRecord, tmp_
     for other in (custom, workers, disk):
         np.testing.assert_allclose(other.probabilities(), expected, rtol=0, atol=2e-6)
     assert disk.to_rle() == direct.to_rle()
+    half = ts.predict_slide(Darkness(), record.image, dtype="float16", **options)  # type: ignore[arg-type]
+    assert half.probabilities().dtype == np.float16
+    np.testing.assert_allclose(half.probabilities(), expected, rtol=0, atol=2e-3)
 
 
 def test_skipped_windows_blend_as_background(record: hubmap.SlideRecord) -> None:
@@ -142,6 +148,55 @@ def test_unreadable_tile_names_slide_and_box(
         monkeypatch.setattr(slide, "_decode_tile", broken)
         with pytest.raises(ts.TileReadError, match=r"box Box\(y=0, x=0.*disk on fire"):
             ts.predict_slide(Identity(), slide, tile=64, reduce=1, progress=False)
+    assert not _decoder_threads()
+
+
+def _decoder_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "tilestream-decode"]
+
+
+def test_decoder_thread_errors_and_stops(
+    record: hubmap.SlideRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tile failing in the background decoder is raised for the first window that needs it
+    (the windows before are predicted), and the thread stops with the prediction, whether the
+    decoder or the model fails."""
+    with ts.Slide.open(record.image) as slide:
+        th, tw = slide.levels[0].tile
+        real = slide._decode_tile
+        bad = (0, 0, 0, 1, 2)  # level 0, page 0, plane 0, tile row 1, column 2
+
+        def failing(key: tuple[int, int, int, int, int]) -> np.ndarray:
+            if key == bad:
+                raise OSError("disk on fire")
+            return real(key)
+
+        monkeypatch.setattr(slide, "_decode_tile", failing)
+        seen: list[tuple[int, int]] = []
+
+        class Recording(torch.nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return x[:, :1]
+
+        first = rf"box Box\(y={th}, x={2 * tw}, height={th}, width={tw}\).*disk on fire"
+        with pytest.raises(ts.TileReadError, match=first):
+            ts.predict_slide(
+                Recording(), slide, tile=th, reduce=1, batch_size=1, progress=False,
+                activation=None,
+            )  # fmt: skip
+        assert not _decoder_threads()
+        monkeypatch.setattr(slide, "_decode_tile", real)
+
+        class Failing(torch.nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                seen.append(tuple(x.shape[-2:]))
+                if len(seen) == 2:
+                    raise RuntimeError("model on fire")
+                return x[:, :1]
+
+        with pytest.raises(RuntimeError, match="model on fire"):
+            ts.predict_slide(Failing(), slide, tile=64, reduce=1, progress=False)
+        assert not _decoder_threads()
 
 
 @pytest.mark.parametrize(
@@ -157,12 +212,13 @@ def test_unreadable_tile_names_slide_and_box(
         ("memmap", 1, False),  # uncompressed strips are memory-mapped
     ],
 )
-def test_float_batches_equal_reads_divided_by_255(
+def test_batches_equal_reads(
     tmp_path: Path, pyramid_slide: Path, layout: str, reduce: int, direct: bool
 ) -> None:
-    """Every float batch ``predict_slide`` builds without workers is bit-identical to
-    ``slide.read(box, reduce) / 255`` (windows past every edge, batches that do not divide the
-    windows), and the direct path decodes each stored tile exactly once."""
+    """Every batch ``predict_slide`` builds without workers is bit-identical to
+    ``slide.read(box, reduce) / 255`` (float) or to ``slide.read(box, reduce)`` (uint8), with
+    windows past every edge and batches that do not divide the windows, and the direct path
+    (tiles decoded in the background thread) decodes each stored tile exactly once."""
     rng = np.random.default_rng(reduce)
     image = rng.integers(0, 256, (150, 203, 3), np.uint8)
     writes: dict[str, tuple[np.ndarray, dict[str, object]]] = {
@@ -203,19 +259,24 @@ def test_float_batches_equal_reads_divided_by_255(
 
         slide._decode_tile = counting  # type: ignore[method-assign]
         source = SlideSource(slide, id="s")
-        seen = 0
-        for batch, chunk in _window_batches(
-            source, boxes, reduce, 5, as_float=True, pin_memory=False
-        ):
-            assert batch.dtype == torch.float32 and batch.shape[0] == len(chunk)
-            for window, box in zip(batch.numpy(), chunk, strict=True):
-                expected = torch.from_numpy(slide.read(box, reduce)).permute(2, 0, 1).float() / 255
-                np.testing.assert_array_equal(window, expected.numpy(), err_msg=str(box))
-            assert chunk == boxes[seen : seen + len(chunk)]
-            seen += len(chunk)
-        assert seen == len(boxes)
-        assert len(decoded) == len(set(decoded))
-        assert bool(decoded) == direct
+        for as_float in (True, False):  # the default x / 255, and uint8 for the GPU
+            decoded.clear()
+            seen = 0
+            for batch, chunk in _window_batches(
+                source, boxes, reduce, 5, as_float=as_float, pin_memory=False
+            ):
+                assert batch.dtype == (torch.float32 if as_float else torch.uint8)
+                assert batch.shape[0] == len(chunk)
+                for window, box in zip(batch.numpy(), chunk, strict=True):
+                    expected = torch.from_numpy(slide.read(box, reduce)).permute(2, 0, 1)
+                    if as_float:
+                        expected = expected.float() / 255
+                    np.testing.assert_array_equal(window, expected.numpy(), err_msg=str(box))
+                assert chunk == boxes[seen : seen + len(chunk)]
+                seen += len(chunk)
+            assert seen == len(boxes)
+            assert len(decoded) == len(set(decoded))
+            assert bool(decoded) == direct
 
 
 @pytest.mark.parametrize(("window", "stride", "rows"), [(64, 48, 1), (96, 72, 2)])
@@ -225,7 +286,8 @@ def test_tile_store_holds_at_most_two_rows_of_tiles(
     """In a row-major pass each tile is held only from its first window to its last: about one
     row of tiles (+2) when no two window rows straddle the same tile-row boundary (64 px windows
     at stride 48 over 128 px tiles, the benchmark's geometry), two rows when they do (96 at
-    72: rows 432 and 504 both straddle 512), never the whole slide."""
+    72: rows 432 and 504 both straddle 512), plus the few the decoder thread runs ahead, never
+    the whole slide."""
     from tilestream import _windows
 
     allocated: list[tuple[int, ...]] = []
@@ -248,8 +310,10 @@ def test_tile_store_holds_at_most_two_rows_of_tiles(
         assert sum(len(chunk) for _, chunk in batches) == len(boxes)
     tiles = [s for s in allocated if s[1:] == (th, tw)]
     across, down = -(-w // tw), -(-h // th)
-    assert len(allocated) == len(tiles) + 1  # + the one-window buffer
-    assert (rows - 1) * across < len(tiles) <= rows * across + 2 < across * down
+    assert len(allocated) == len(tiles) + 2  # + the float batch and the one-window buffer
+    # + the tiles the background decoder may run ahead
+    assert (rows - 1) * across < len(tiles) <= rows * across + 2 + _windows.PREFETCH_TILES
+    assert len(tiles) < across * down
 
 
 def test_tta_transforms_invert_exactly() -> None:
@@ -359,3 +423,39 @@ def test_predict_slides_survives_a_killed_worker(hubmap_root: Path, tmp_path: Pa
     got = ts.predict_slides(factory, paths, tmp_path / "dask", n_workers=2, **options)  # type: ignore[arg-type]
     assert (tmp_path / "died").exists()  # a worker really died
     assert got.read_text() == expected.read_text()
+
+
+def test_tile_decoder_bounds_its_buffers_and_raises_when_starved() -> None:
+    """The decoder never holds more than ``capacity`` buffers however far behind the taker
+    is, hands out tiles in order, and a capacity below what the taker holds raises instead
+    of waiting forever."""
+    from tilestream import _windows
+
+    keys = [(0, 0, 0, 0, c) for c in range(6)]
+    decoded: list[tuple[int, ...]] = []
+
+    def decode(key: tuple[int, int, int, int, int]) -> np.ndarray:
+        decoded.append(key)
+        return np.full((4, 5, 3), key[-1], np.uint8)
+
+    decoder = _windows._TileDecoder(decode, keys, 2)
+    try:
+        first = decoder.take(keys[0])
+        assert first.shape == (3, 4, 5) and (first == 0).all()
+        deadline = time.monotonic() + 5
+        while len(decoded) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        assert len(decoded) == 2  # one held, one ready: the thread waits for a free buffer
+        decoder.give_back(first)
+        second = decoder.take(keys[1])
+        assert (second == 1).all()
+        decoder.give_back(second)
+        third = decoder.take(keys[2])
+        with pytest.raises(RuntimeError, match="all 2 buffers are held"):
+            held = decoder.take(keys[3])  # third and held: the capacity is exhausted
+            decoder.take(keys[4])
+        assert (third == 2).all() and (held == 3).all()
+    finally:
+        decoder.close()
+    assert not decoder._thread.is_alive()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +296,79 @@ def test_declared_grid_takes_any_float_array() -> None:
             y, x = box.y // reduce, box.x // reduce
             grid.add(box, variant(image[y : y + tile // reduce, x : x + tile // reduce]))
         np.testing.assert_allclose(grid.probabilities(), image, rtol=0, atol=2e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_add_batch_equals_adding_one_by_one(declared: bool) -> None:
+    """``add_batch`` blends bit-identically to ``add`` per window, checks the whole batch
+    first (shape, dtype, NaN naming the window) and takes (B, h, w) for one channel."""
+    rng = np.random.default_rng(11)
+    shape, reduce, tile, overlap = (150, 203), 2, 64, 16
+    grid, general, boxes = grid_and_general(shape, tile, overlap, reduce, "gaussian", "shift")
+    one, batched = grid, grid_and_general(shape, tile, overlap, reduce, "gaussian", "shift")[0]
+    if not declared:
+        one, batched = general, ts.Stitcher(shape, reduce=reduce, tile=tile, overlap=overlap)
+    side = tile // reduce
+    probs = rng.random((len(boxes), 1, side, side)).astype(np.float32)
+    for box, p in zip(boxes, probs, strict=True):
+        one.add(box, p)
+    batched.add_batch(boxes[:5], probs[:5, 0])  # (B, h, w)
+    batched.add_batch(boxes[5:], probs[5:])
+    batched.add_batch([], probs[:0])
+    np.testing.assert_array_equal(batched.probabilities(), one.probabilities())
+    assert batched.windows == one.windows == len(boxes)
+
+    fresh = ts.Stitcher(shape, reduce=reduce, tile=tile)
+    bad = probs[:3].copy()
+    bad[2, 0, 5, 7] = np.inf
+    with pytest.raises(ts.StitchError, match=re.escape(f"{boxes[2]} (window 2 of the batch)")):
+        fresh.add_batch(boxes[:3], bad)
+    assert fresh.windows == 0  # checked before any window is blended
+    with pytest.raises(ts.StitchError, match=r"batch 3, got \(2, 1, 32, 32\)"):
+        fresh.add_batch(boxes[:3], probs[:2])
+    with pytest.raises(ts.StitchError, match=r"shape \(32, 32\).*got \(3, 2, 32, 32\)"):
+        fresh.add_batch(boxes[:3], np.zeros((3, 2, side, side), np.float32))
+    with pytest.raises(ts.StitchError, match="floating point"):
+        fresh.add_batch(boxes[:3], np.zeros((3, 1, side, side), np.uint8))
+    with pytest.raises(ts.StitchError, match="one size"):
+        fresh.add_batch([boxes[0], ts.Box(0, 0, tile, 2 * tile)], probs[:2])
+    with pytest.raises(ts.BoxError):
+        fresh.add_batch([ts.Box(1, 0, tile, tile)], probs[:1])
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_float16_canvas(tmp_path: Path, declared: bool) -> None:
+    """``dtype="float16"``: half the canvas, probabilities within 4e-3 of float32's, masks
+    equal away from the threshold; the dtype is checked and recorded in a store."""
+    rng = np.random.default_rng(12)
+    shape, reduce, tile, overlap = (150, 203), 2, 64, 16
+    ys = grid_positions(shape[0], tile, tile - overlap, reduce, "shift")
+    xs = grid_positions(shape[1], tile, tile - overlap, reduce, "shift")
+    grid = (ys, xs) if declared else None
+    opts = dict(reduce=reduce, tile=tile, overlap=overlap, grid=grid)
+    full = ts.Stitcher(shape, **opts)  # type: ignore[arg-type]
+    half = ts.Stitcher(shape, dtype="float16", **opts)  # type: ignore[arg-type]
+    side = tile // reduce
+    for y in ys:
+        for x in xs:
+            p = rng.random((side, side)).astype(np.float32)
+            full.add(ts.Box(y, x, tile, tile), p)
+            half.add(ts.Box(y, x, tile, tile), p)
+    a, b = full.probabilities(), half.probabilities()
+    assert b.dtype == np.float16 and a.dtype == np.float32
+    assert half._sums.nbytes * 2 == full._sums.nbytes
+    np.testing.assert_allclose(b.astype(np.float32), a, rtol=0, atol=4e-3)
+    clear = np.abs(a - 0.5) > 4e-3
+    np.testing.assert_array_equal(half.mask(0.5)[clear], full.mask(0.5)[clear])
+    for bad in ("int32", "float128x", np.uint8):
+        with pytest.raises(ts.StitchError, match="float16, float32 or float64"):
+            ts.Stitcher(shape, tile=tile, dtype=bad)
+    store = tmp_path / "h.zarr"
+    disk = ts.Stitcher(shape, reduce=reduce, tile=tile, store=store, slide_id="h", dtype="float16")
+    assert disk._sums.dtype == np.float16
+    with pytest.raises(ts.StitchError, match="dtype float16"):
+        ts.Stitcher(shape, reduce=reduce, tile=tile, store=store, slide_id="h", resume=True)
+    again = ts.Stitcher(
+        shape, reduce=reduce, tile=tile, store=store, slide_id="h", resume=True, dtype="float16"
+    )
+    assert again.dtype == np.float16

@@ -215,6 +215,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         tta=None if args.tta == "none" else args.tta,
         device=args.device,
         min_tissue=args.min_tissue,
+        dtype=args.dtype,
     )
     final = Path(args.output)
     if path.resolve() != final.resolve():
@@ -342,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--tta", choices=["none", "flips", "d4"], default="none")
     pred.add_argument("--threshold", type=float, default=0.5)
     pred.add_argument("--min-tissue", type=float, default=0.0)
+    pred.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="probability canvas type; float16 halves the kept canvases (default float32)",
+    )
     pred.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
     pred.add_argument(
         "--workers",

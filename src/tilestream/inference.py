@@ -18,7 +18,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
+from numpy.typing import DTypeLike
 from torch.utils.data import DataLoader
 
 from ._io import atomic_path
@@ -209,6 +211,7 @@ def predict_slide(
     preprocess: Callable[[Tensor], Tensor] | None = None,
     tissue: TissueMap | None = None,
     slide_id: str | None = None,
+    dtype: DTypeLike = np.float32,
 ) -> Stitcher:
     """Predict a whole slide window by window and blend the windows into a :class:`Stitcher`.
 
@@ -219,12 +222,13 @@ def predict_slide(
         h, w)``, with ``h = tile // reduce``. Set to eval mode here when it is a module.
     slide : Slide or path
         The slide; a path is opened here and closed before returning. Each stored tile is
-        decoded once: with the default float input on the CPU and no workers, at a
-        ``reduce`` the slide stores as a level, the windows are built from the decoded tiles
-        here, each tile kept from its first window to its last (one or two rows of tiles;
-        the slide's own cache is not used). Otherwise the windows are read with
-        :meth:`Slide.read`: a path through a private tile cache of about one row of windows,
-        a :class:`Slide` through its own cache.
+        decoded once: without workers, at a ``reduce`` the slide stores as a level (or
+        level 0), a background thread decodes the tiles in the order the windows need them,
+        a few tiles ahead, while this thread builds the batches from the decoded tiles,
+        runs the model and blends; each tile is kept from its first window to its last (one
+        or two rows of tiles; the slide's own cache is not used). Otherwise the windows are
+        read with :meth:`Slide.read`: a path through a private tile cache of about one row
+        of windows, a :class:`Slide` through its own cache.
     tile, overlap : int
         Window side and overlap in level-0 pixels (stride ``tile - overlap``).
     reduce : int
@@ -259,8 +263,10 @@ def predict_slide(
     channels : int
         Channels the model must return.
     num_workers : int
-        DataLoader workers reading and decoding windows while the model computes. 0 (the
-        default) reads the windows in this process straight into one reused batch buffer.
+        DataLoader worker processes reading and decoding windows while the model computes.
+        0 (the default) builds the windows in this process straight into one reused batch
+        buffer, with the decoding in one background thread (see ``slide``): no process
+        start-up, no copies between processes, and decoding overlaps the model all the same.
     preprocess : callable, optional
         Maps the uint8 ``(B, C, h, w)`` batch (on the device) to the model input; default
         ``x / 255`` as float32 (into a reused buffer on the CPU). Do not keep references to
@@ -269,6 +275,8 @@ def predict_slide(
         A precomputed tissue map (for ``min_tissue``).
     slide_id : str, optional
         Recorded in an on-disk store.
+    dtype : {"float32", "float16", "float64"}
+        The canvas's type (see :class:`Stitcher`): ``float16`` halves it, in RAM or on disk.
 
     Returns
     -------
@@ -289,14 +297,11 @@ def predict_slide(
         if device is not None
         else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
-    # without workers, the default x / 255 on the CPU is done while reading, into a reused
-    # float batch
-    as_float = num_workers == 0 and preprocess is None and device.type == "cpu"
     opened_here = not isinstance(slide, Slide)
     opened = (
         slide
         if isinstance(slide, Slide)
-        else _slide_for_prediction(slide, tile, reduce, num_workers, as_float)
+        else _slide_for_prediction(slide, tile, reduce, num_workers)
     )
     try:
         return _predict(
@@ -320,6 +325,7 @@ def predict_slide(
             preprocess=preprocess,
             tissue=tissue,
             slide_id=slide_id,
+            dtype=dtype,
         )
     finally:
         if opened_here:
@@ -348,6 +354,7 @@ def _predict(
     preprocess: Callable[[Tensor], Tensor] | None,
     tissue: TissueMap | None,
     slide_id: str | None,
+    dtype: DTypeLike,
 ) -> Stitcher:
     source = SlideSource(slide, tissue=tissue, id=slide_id)
     sampler = GridSampler(tile, overlap=overlap, reduce=reduce, min_tissue=min_tissue)
@@ -371,6 +378,7 @@ def _predict(
         store=store,
         resume=resume,
         slide_id=slide_id or source.id,
+        dtype=dtype,
     )
     device = torch.device(device) if device is not None else torch.device("cpu")
     if isinstance(model, torch.nn.Module):
@@ -403,8 +411,8 @@ def _predict(
         else nullcontext()
     )
     side = tile // reduce
-    with torch.inference_mode(), autocast:
-        for batch, boxes in batches:
+    with contextlib.closing(batches), torch.inference_mode(), autocast:  # closing: stops the
+        for batch, boxes in batches:  # tile decoder thread also when the model raises
             if as_float:  # converted while reading
                 images = batch
             else:
@@ -435,9 +443,7 @@ def _predict(
             assert probs is not None
             if len(transforms) > 1:
                 probs = probs / len(transforms)
-            averaged = probs.cpu().numpy()
-            for box, p in zip(boxes, averaged, strict=True):
-                stitcher.add(box, p)
+            stitcher.add_batch(boxes, probs.cpu().numpy())
             bar.update(1)
     bar.close()
     stitcher.flush()
@@ -519,6 +525,7 @@ def predict_slides(
     activation: Activation = "sigmoid",
     num_workers: int = 0,
     retries: int = 2,
+    dtype: str = "float32",
 ) -> Path:
     """Predict many slides, one task per slide, and write ``submission.csv``; return its path.
 
@@ -550,8 +557,8 @@ def predict_slides(
         DataLoader workers per slide (reading windows while the model computes).
     retries : int
         Times dask re-runs a slide whose worker died.
-    tile, overlap, reduce, batch_size, tta, device, amp, min_tissue, blend, activation :
-        As in :func:`predict_slide`.
+    tile, overlap, reduce, batch_size, tta, device, amp, min_tissue, blend, activation, dtype :
+        As in :func:`predict_slide` (``dtype="float16"`` halves each kept ``{id}.zarr``).
 
     Notes
     -----
@@ -577,6 +584,7 @@ def predict_slides(
         "blend": blend,
         "activation": activation,
         "num_workers": num_workers,
+        "dtype": dtype,
     }
     results: dict[str, str] = {}
     if serial:

@@ -4,11 +4,11 @@ then threshold, vectorise or RLE-encode it without a full-resolution mask.
 The canvas lives at ``1/reduce`` of the slide, in RAM (numpy) or on disk (a chunked zarr group)
 for slides beyond RAM. Each window is weighted by a blend window that is never zero (Gaussian by
 default, sigma = tile/8 as in nnU-Net and MONAI), so every covered pixel is defined and seams
-vanish. With arbitrary windows the canvas holds weighted sums and weights (float32) and is
-normalised when read. When the windows are declared up front (``grid=``, as `predict_slide`
+vanish. With arbitrary windows the canvas holds weighted sums and weights (float32 unless
+``dtype`` says otherwise) and is normalised when read. When the windows are declared up front (``grid=``, as `predict_slide`
 does), the total weight under every pixel is known before any add, so each window is added
-already normalised and the canvas *is* the probability map: one float32 array, no weight canvas
-and no division pass. The RLE of the thresholded canvas is computed from its runs scaled to
+already normalised and the canvas *is* the probability map: one array, no weight canvas and no
+division pass. The RLE of the thresholded canvas is computed from its runs scaled to
 level 0 (each reduced run becomes ``reduce`` level-0 column runs), so peak memory is the canvas
 plus the runs.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import DTypeLike, NDArray
 
 from ._components import row_runs
 from ._jit import njit
@@ -208,14 +208,21 @@ class Stitcher:
         Recorded in the store, checked on resume.
     chunk : int
         Side of the store's chunks (canvas pixels).
+    dtype : {"float32", "float16", "float64"}
+        The canvas's floating-point type (``np.dtype`` spellings). ``float16`` halves the
+        canvas (in RAM or on disk) at a precision of a few 1e-3 on the probabilities (each
+        addition rounds to 11 significant bits; sums and weights both, without a ``grid``):
+        enough to threshold a mask, not to compare probabilities closely. Windows are
+        converted to it as they are added.
 
     Notes
     -----
-    Memory while adding: ``4 * (channels + 1)`` bytes per canvas pixel in RAM, ``4 *
-    channels`` with a declared ``grid``, or the chunks under one window with a zarr store.
-    Reading results (:meth:`probabilities`, :meth:`to_rle`, ...) without a declared grid loads
-    the canvas: about 4 bytes per pixel more for probabilities, 1 for masks; with a grid,
-    :meth:`probabilities` of the whole canvas is a read-only view (no copy) and masks take 1.
+    Memory while adding: ``b * (channels + 1)`` bytes per canvas pixel in RAM (``b`` = 4 for
+    float32), ``b * channels`` with a declared ``grid``, or the chunks under one window with a
+    zarr store. Reading results (:meth:`probabilities`, :meth:`to_rle`, ...) without a declared
+    grid loads the canvas: about ``b`` bytes per pixel more for probabilities, 1 for masks;
+    with a grid, :meth:`probabilities` of the whole canvas is a read-only view (no copy) and
+    masks take 1.
     Not thread-safe: add windows from one thread.
 
     Examples
@@ -251,8 +258,15 @@ class Stitcher:
         resume: bool = False,
         slide_id: str | None = None,
         chunk: int = 1024,
+        dtype: DTypeLike = np.float32,
     ) -> None:
         check_reduce_factor(reduce)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError as err:
+            raise StitchError(f"dtype must be float16, float32 or float64, got {dtype!r}") from err
+        if self.dtype not in _CANVAS_DTYPES:
+            raise StitchError(f"dtype must be float16, float32 or float64, got {self.dtype}")
         h, w = (int(v) for v in shape)
         if h <= 0 or w <= 0:
             raise StitchError(f"shape must be two positive integers, got {shape}")
@@ -280,11 +294,11 @@ class Stitcher:
                     "and weights (so that any run can add to it): pass one or the other"
                 )
             self._declare_grid(grid)
-            self._sums: Any = np.zeros((channels, ch, cw), np.float32)
+            self._sums: Any = np.zeros((channels, ch, cw), self.dtype)
             self._weights: Any = None
         elif self.store is None:
-            self._sums = np.zeros((channels, ch, cw), np.float32)
-            self._weights = np.zeros((ch, cw), np.float32)
+            self._sums = np.zeros((channels, ch, cw), self.dtype)
+            self._weights = np.zeros((ch, cw), self.dtype)
         else:
             self._open_store(resume, chunk)
 
@@ -369,6 +383,7 @@ class Stitcher:
             "slide_id": self.slide_id,
             "tile": self.tile,
             "blend": self.blend,
+            "dtype": self.dtype.name,
         }
 
     def _open_store(self, resume: bool, chunk: int) -> None:
@@ -391,11 +406,15 @@ class Stitcher:
                     f"shape {meta.get('shape')}); pass resume=True to keep adding to it, or "
                     "remove it"
                 )
-            if any(meta.get(k) != wanted[k] for k in ("shape", "reduce", "channels", "slide_id")):
+            meta.setdefault("dtype", "float32")  # stores written before the dtype option
+            if any(
+                meta.get(k) != wanted[k]
+                for k in ("shape", "reduce", "channels", "slide_id", "dtype")
+            ):
                 raise StitchError(
                     f"{self.store}: the canvas belongs to slide {meta.get('slide_id')!r} with "
                     f"shape {meta.get('shape')}, reduce {meta.get('reduce')}, channels "
-                    f"{meta.get('channels')}; expected {wanted}"
+                    f"{meta.get('channels')}, dtype {meta.get('dtype')}; expected {wanted}"
                 )
             self._sums = group["sums"]
             self._weights = group["weights"]
@@ -407,11 +426,11 @@ class Stitcher:
             "sums",
             shape=(self.channels, ch, cw),
             chunks=(self.channels, c, c),
-            dtype="float32",
+            dtype=self.dtype.name,
             fill_value=0.0,
         )
         self._weights = group.create_array(
-            "weights", shape=(ch, cw), chunks=(c, c), dtype="float32", fill_value=0.0
+            "weights", shape=(ch, cw), chunks=(c, c), dtype=self.dtype.name, fill_value=0.0
         )
         group.attrs["tilestream"] = {**self._meta(), "windows": 0}
 
@@ -449,35 +468,87 @@ class Stitcher:
             or dtype, NaN values.
         """
         box.check_reduce(self.reduce)
-        r = self.reduce
-        h, w = box.height // r, box.width // r
         a = np.asarray(probs)
         if a.ndim == 2:
             a = a[None]
-        if a.shape != (self.channels, h, w):
-            expected = (h, w) if self.channels == 1 else (self.channels, h, w)
-            raise StitchError(
-                f"probabilities for {box} must have shape {expected} (or {(self.channels, h, w)}) "
-                f"at reduce {r}, got {tuple(np.shape(probs))}"
-            )
-        if a.dtype.kind != "f":
-            raise StitchError(f"probabilities must be floating point, got dtype {a.dtype}")
-        inside = box.clip(self.shape)
-        if inside is None:
-            raise StitchError(f"{box} lies wholly outside the slide of shape {self.shape}")
-        cell = self._grid_cell(box) if self.grid is not None else None
+        self._check_probs(box, a.shape, a.dtype, tuple(np.shape(probs)))
         if not np.isfinite(a).all():
             raise StitchError(
                 f"probabilities for {box} contain NaN or infinite values; check the model's output"
             )
+        self._blend(box, a)
+
+    def add_batch(self, boxes: Sequence[Box], probs: NDArray[Any]) -> None:
+        """Blend a batch of windows: the same as ``add(box, probs[i])`` for each box in turn,
+        with the checks done once for the batch (the model's output as it comes).
+
+        Parameters
+        ----------
+        boxes : sequence of Box
+            The windows, all of one size (see :meth:`add`).
+        probs : (B, h, w) or (B, C, h, w) float array
+            ``B = len(boxes)``.
+
+        Raises
+        ------
+        StitchError
+            As :meth:`add`. The windows before a box outside the slide (or not of the declared
+            grid) are blended already; shape, dtype and NaN are checked before any is.
+        """
+        if not boxes:
+            return
+        for box in boxes:
+            box.check_reduce(self.reduce)
+        a = np.asarray(probs)
+        if a.ndim == 3:
+            a = a[:, None]
+        if a.ndim != 4 or a.shape[0] != len(boxes):
+            raise StitchError(
+                f"probabilities for {len(boxes)} windows must have shape (batch, channels, h, "
+                f"w) with batch {len(boxes)}, got {tuple(np.shape(probs))}"
+            )
+        first = boxes[0]
+        if any(box.height != first.height or box.width != first.width for box in boxes):
+            raise StitchError("the windows of a batch must have one size; add them one by one")
+        self._check_probs(first, a.shape[1:], a.dtype, tuple(np.shape(probs)))
+        if not np.isfinite(a).all():
+            bad = next(i for i in range(len(a)) if not np.isfinite(a[i]).all())
+            raise StitchError(
+                f"probabilities for {boxes[bad]} (window {bad} of the batch) contain NaN or "
+                "infinite values; check the model's output"
+            )
+        for box, p in zip(boxes, a, strict=True):
+            self._blend(box, p)
+
+    def _check_probs(
+        self, box: Box, shape: tuple[int, ...], dtype: np.dtype[Any], given: tuple[int, ...]
+    ) -> None:
+        r = self.reduce
+        h, w = box.height // r, box.width // r
+        if shape != (self.channels, h, w):
+            expected = (h, w) if self.channels == 1 else (self.channels, h, w)
+            raise StitchError(
+                f"probabilities for {box} must have shape {expected} (or {(self.channels, h, w)}) "
+                f"at reduce {r}, got {given}"
+            )
+        if dtype.kind != "f":
+            raise StitchError(f"probabilities must be floating point, got dtype {dtype}")
+
+    def _blend(self, box: Box, a: NDArray[Any]) -> None:
+        """Blend ``a`` ``(C, h, w)`` (checked) at ``box`` (aligned to ``reduce``)."""
+        r = self.reduce
+        h, w = box.height // r, box.width // r
         ch, cw = self.canvas_shape
         cy, cx = box.y // r, box.x // r
         y0, x0 = max(cy, 0), max(cx, 0)
         y1, x1 = min(cy + h, ch), min(cx + w, cw)
+        if y0 >= y1 or x0 >= x1:
+            raise StitchError(f"{box} lies wholly outside the slide of shape {self.shape}")
         py, px, hh, ww = y0 - cy, x0 - cx, y1 - y0, x1 - x0
         part = a[:, py : py + hh, px : px + ww]
-        if cell is not None:
+        if self.grid is not None:
             # normalised already: the canvas is the blend (see `grid`)
+            cell = self._grid_cell(box)
             norm = self._norm(*cell)[py : py + hh, px : px + ww]
             region = self._sums[:, y0:y1, x0:x1]
             torch = _loaded_torch()
@@ -529,8 +600,9 @@ class Stitcher:
         r = self.reduce
         return box.y // r, box.x // r, box.height // r, box.width // r
 
-    def probabilities(self, box: Box | None = None) -> NDArray[np.float32]:
-        """Blended predictions, ``(h, w)`` (or ``(C, h, w)`` for several channels) float32.
+    def probabilities(self, box: Box | None = None) -> NDArray[np.floating[Any]]:
+        """Blended predictions, ``(h, w)`` (or ``(C, h, w)`` for several channels), of the
+        canvas's ``dtype`` (float32 by default).
 
         ``box`` (level-0, aligned to ``reduce``) selects a region; by default the whole canvas.
         Pixels no window covered (e.g. skipped background) are 0; outside the slide is 0.
@@ -539,12 +611,12 @@ class Stitcher:
         new array.
         """
         if self.grid is not None and box is None:
-            view: NDArray[np.float32] = self._sums[0] if self.channels == 1 else self._sums[:]
+            view: NDArray[np.floating[Any]] = self._sums[0] if self.channels == 1 else self._sums[:]
             view = view.view()
             view.setflags(write=False)
             return view
         y, x, h, w = self._canvas_box(box)
-        out = np.zeros((self.channels, h, w), np.float32)
+        out = np.zeros((self.channels, h, w), self.dtype)
         ch, cw = self.canvas_shape
         y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + h, ch), min(x + w, cw)
         if y1 > y0 and x1 > x0:
@@ -669,6 +741,9 @@ class Stitcher:
             f"Stitcher(shape={self.shape}, reduce={self.reduce}, tile={self.tile}, "
             f"blend={self.blend!r}, windows={self.windows}, canvas={where})"
         )
+
+
+_CANVAS_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _loaded_torch() -> Any:
