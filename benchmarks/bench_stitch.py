@@ -14,10 +14,10 @@ an identity model (the first channel of its input), reduce 4 (a 2500 x 2500 canv
 model windows (``tile=1024`` at level 0), 25% overlap, Gaussian blending, batches of 8, CPU,
 no workers: 169 windows for both contenders.
 
-- ``tilestream``: ``ts.predict_slide`` on the path (window reads from pyramid level 2 through
-  its private one-row tile cache + batching + model + blending into the declared-grid canvas)
-  followed by ``Stitcher.probabilities()`` (a read-only view of that canvas), so both
-  contenders end with the blended probability array.
+- ``tilestream``: ``ts.predict_slide`` on the path (the tiles of pyramid level 2 decoded by its
+  background thread, windows built from them into the float batch + model + blending into
+  the declared-grid canvas) followed by ``Stitcher.probabilities()`` (a read-only view of that
+  canvas), so both contenders end with the blended probability array.
 - ``monai``: ``slide.read(whole slide, reduce=4)`` into a float tensor, then MONAI's
   ``SlidingWindowInferer(roi_size=(256, 256), sw_batch_size=8, overlap=0.25,
   mode="gaussian")`` over it. Its time is reported with the read (the fair figure: tilestream's
