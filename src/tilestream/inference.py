@@ -411,8 +411,9 @@ def _predict(
         else nullcontext()
     )
     side = tile // reduce
-    with contextlib.closing(batches), torch.inference_mode(), autocast:  # closing: stops the
-        for batch, boxes in batches:  # tile decoder thread also when the model raises
+    # closing(): the generator stops its tile decoder thread also when the model raises
+    with contextlib.closing(batches), torch.inference_mode(), autocast:
+        for batch, boxes in batches:
             if as_float:  # converted while reading
                 images = batch
             else:

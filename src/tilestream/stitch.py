@@ -5,12 +5,12 @@ The canvas lives at ``1/reduce`` of the slide, in RAM (numpy) or on disk (a chun
 for slides beyond RAM. Each window is weighted by a blend window that is never zero (Gaussian by
 default, sigma = tile/8 as in nnU-Net and MONAI), so every covered pixel is defined and seams
 vanish. With arbitrary windows the canvas holds weighted sums and weights (float32 unless
-``dtype`` says otherwise) and is normalised when read. When the windows are declared up front (``grid=``, as `predict_slide`
-does), the total weight under every pixel is known before any add, so each window is added
-already normalised and the canvas *is* the probability map: one array, no weight canvas and no
-division pass. The RLE of the thresholded canvas is computed from its runs scaled to
-level 0 (each reduced run becomes ``reduce`` level-0 column runs), so peak memory is the canvas
-plus the runs.
+``dtype`` says otherwise) and is normalised when read. When the windows are declared up front
+(``grid=``, as `predict_slide` does), the total weight under every pixel is known before any
+add, so each window is added already normalised and the canvas *is* the probability map: one
+array, no weight canvas and no division pass. The RLE of the thresholded canvas is computed
+from its runs scaled to level 0 (each reduced run becomes ``reduce`` level-0 column runs), so
+peak memory is the canvas plus the runs.
 """
 
 from __future__ import annotations
