@@ -184,6 +184,11 @@ def test_grid_sampler_matches_brute_force(sources: list[ts.SlideSource]) -> None
     got = [ds.address(g) for g in range(len(ds))]
     assert sorted(got, key=str) == sorted(expected, key=str)
     assert len(got) == ds.samples_per_epoch
+    for info in ds.infos:  # the declared grid: every window before the tissue filter
+        ys, xs = ds.sampler.positions(info.shape)
+        h, w = info.shape
+        assert ys == sorted({min(y, -(-(h - 256) // 4) * 4) for y in range(0, h, 192)})
+        assert xs == sorted({min(x, -(-(w - 256) // 4) * 4) for x in range(0, w, 192)})
 
 
 # ------------------------------------------------------------------------------------------

@@ -373,6 +373,19 @@ def test_dice_against_truth_and_brute_force(record: hubmap.SlideRecord) -> None:
         (rle_pred, ts.ArrayMask(full)),
     ):
         assert ts.dice(a, b).dice == pytest.approx(expected)
+    # the stitcher's threshold reaches the run-against-run path as it does the windowed one
+    areas = {t: int(pred.mask(t).sum()) for t in (0.3, 0.5, 0.7)}
+    assert len(set(areas.values())) == 3  # the thresholds give different masks
+    for threshold in (0.3, 0.7):
+        runs = ts.dice(pred, truth, threshold=threshold)
+        windows = ts.dice(pred, ts.ArrayMask(full), threshold=threshold)
+        assert runs == windows
+        assert runs.pred_area == int(ts.RleMask(pred.to_rle(threshold), truth.shape).lengths.sum())
+    for order in ("F", "C"):
+        starts, lengths = pred.runs(0.5, order)  # type: ignore[arg-type]
+        expected_runs = ts.rle_to_runs(pred.to_rle(0.5, order))  # type: ignore[arg-type]
+        np.testing.assert_array_equal(starts, expected_runs[0])
+        np.testing.assert_array_equal(lengths, expected_runs[1])
     rows = ts.dice_report({"x": (pred, truth), "y": (truth, truth)})
     assert rows[-1]["slide"] == "mean" and rows[-1]["dice"] == pytest.approx((expected + 1) / 2)
     assert ts.DiceScore(0, 0, 0).dice == 1.0

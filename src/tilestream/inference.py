@@ -28,7 +28,7 @@ from ._windows import _loader_batches, _slide_for_prediction, _window_batches
 from .dataset import SlideSource, TileDataset
 from .hubmap import write_submission
 from .reader import Slide
-from .sampling import GridSampler, grid_positions
+from .sampling import GridSampler
 from .scoring import DiceScore, dice, dice_report  # re-exported: tilestream.inference.dice
 from .stitch import Blend, Stitcher, StitchError
 from .tissue import TissueMap
@@ -283,7 +283,7 @@ def predict_slide(
     Stitcher
         Call :meth:`Stitcher.to_rle`, :meth:`Stitcher.mask` or :meth:`Stitcher.probabilities`.
         In RAM (no ``store``) it declares the window grid (``Stitcher(grid=...)``): it holds
-        one float32 canvas, and ``probabilities()`` returns a read-only view of it.
+        one canvas (of ``dtype``), and ``probabilities()`` returns a read-only view of it.
 
     Raises
     ------
@@ -341,7 +341,7 @@ def _predict(
     reduce: int,
     batch_size: int,
     tta: TTA,
-    device: str | torch.device | None,
+    device: torch.device,
     amp: bool,
     min_tissue: float,
     progress: bool,
@@ -360,13 +360,7 @@ def _predict(
     sampler = GridSampler(tile, overlap=overlap, reduce=reduce, min_tissue=min_tissue)
     # the whole slide in this process, whatever torch.distributed says
     dataset = TileDataset([source], sampler, rank=0, world_size=1)
-    h, w = slide.shape
-    grid = None
-    if store is None:
-        grid = (
-            grid_positions(h, tile, sampler.stride, reduce, sampler.edge),
-            grid_positions(w, tile, sampler.stride, reduce, sampler.edge),
-        )
+    grid = sampler.positions(slide.shape) if store is None else None
     stitcher = Stitcher(
         slide.shape,
         reduce=reduce,
@@ -380,7 +374,6 @@ def _predict(
         slide_id=slide_id or source.id,
         dtype=dtype,
     )
-    device = torch.device(device) if device is not None else torch.device("cpu")
     if isinstance(model, torch.nn.Module):
         with contextlib.suppress(NotImplementedError):  # torch.export modules have no eval()
             model.eval()

@@ -371,11 +371,19 @@ class GridSampler:
         """Grid windows ignore regions."""
         return False
 
+    def positions(self, shape: tuple[int, int]) -> tuple[list[int], list[int]]:
+        """The level-0 window starts ``(ys, xs)`` on a slide of ``shape`` ``(H, W)``: every
+        window is ``Box(y, x, tile, tile)`` for ``y`` in ``ys`` and ``x`` in ``xs`` (before
+        ``min_tissue``), the grid a ``Stitcher(grid=...)`` declares."""
+        h, w = shape
+        return (
+            grid_positions(h, self.tile, self.stride, self.reduce, self.edge),
+            grid_positions(w, self.tile, self.stride, self.reduce, self.edge),
+        )
+
     def boxes(self, info: SourceInfo) -> NDArray[np.int64]:
         """``(N, 4)`` ``(y, x, height, width)`` windows of one slide, row-major."""
-        h, w = info.shape
-        ys = grid_positions(h, self.tile, self.stride, self.reduce, self.edge)
-        xs = grid_positions(w, self.tile, self.stride, self.reduce, self.edge)
+        ys, xs = self.positions(info.shape)
         yy, xx = np.meshgrid(np.asarray(ys, np.int64), np.asarray(xs, np.int64), indexing="ij")
         boxes = np.stack(
             [yy.ravel(), xx.ravel(), np.full(yy.size, self.tile), np.full(yy.size, self.tile)], 1

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from ._jit import njit
 from .annotations import MaskSource, RleMask
 from .geometry import Box
-from .rle import rle_to_runs
+from .rle import Order
 from .stitch import Stitcher
 
 __all__ = ["DiceScore", "dice", "dice_report"]
@@ -56,11 +56,13 @@ def _runs_overlap(
     return total
 
 
-def _runs(source: Any, order: str) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
+def _runs(
+    source: Any, order: Order, threshold: float
+) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
     if isinstance(source, RleMask) and source.order == order:
         return source.starts, source.lengths
     if isinstance(source, Stitcher):
-        return rle_to_runs(source.to_rle(order=order))  # type: ignore[arg-type]
+        return source.runs(threshold, order)
     return None
 
 
@@ -87,8 +89,9 @@ def dice(
     """
     if tuple(pred.shape) != tuple(truth.shape):
         raise ValueError(f"masks differ in shape: {tuple(pred.shape)} vs {tuple(truth.shape)}")
-    for order in ("F", "C"):
-        a, b = _runs(pred, order), _runs(truth, order)
+    orders: tuple[Order, ...] = ("F", "C")
+    for order in orders:
+        a, b = _runs(pred, order, threshold), _runs(truth, order, threshold)
         if a is not None and b is not None:
             return DiceScore(
                 int(_runs_overlap(a[0], a[1], b[0], b[1])), int(a[1].sum()), int(b[1].sum())

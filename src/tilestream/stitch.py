@@ -670,6 +670,13 @@ class Stitcher:
         (cropped to the slide) and encoding that full-resolution mask, but computed from the
         canvas's runs: peak memory is the canvas mask plus the runs.
         """
+        return runs_to_rle(*self.runs(threshold, order, channel=channel))
+
+    def runs(
+        self, threshold: float = 0.5, order: Order = "F", *, channel: int = 0
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """The runs of :meth:`to_rle` as ``(starts, lengths)`` int64 arrays (1-based starts,
+        as :func:`~tilestream.rle_to_runs` parses them), without the text."""
         if order not in ("F", "C"):
             raise ValueError(f'order must be "F" or "C", got {order!r}')
         mask = self.mask(threshold, channel=channel)
@@ -681,7 +688,8 @@ class Stitcher:
             rows, run_starts, run_ends = row_runs(mask)
             offsets = np.searchsorted(rows, np.arange(mask.shape[0] + 1)).astype(np.int64)
             starts, lengths = _scale_runs(offsets, run_starts, run_ends, self.reduce, h, w)
-        return runs_to_rle(starts + 1, lengths)
+        starts += 1
+        return starts, lengths
 
     def to_geojson(
         self,
