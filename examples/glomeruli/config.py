@@ -291,13 +291,14 @@ class PredictConfig:
 C = TypeVar("C", TrainConfig, PredictConfig)
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+def _unwrap_optional(tp: Any) -> Any:
+    """``X`` for ``X | None``, else ``tp``."""
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
         if len(args) == 1:
-            return args[0], True
-    return tp, False
+            return args[0]
+    return tp
 
 
 def build_parser(cls: type[C], description: str | None = None) -> argparse.ArgumentParser:
@@ -317,7 +318,7 @@ def build_parser(cls: type[C], description: str | None = None) -> argparse.Argum
             kwargs["required"] = True
         else:
             kwargs["default"] = f.default
-        tp, _ = _unwrap_optional(hints[f.name])
+        tp = _unwrap_optional(hints[f.name])
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif get_origin(tp) is Literal:

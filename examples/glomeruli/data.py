@@ -113,14 +113,13 @@ def tile_dataset(
     *,
     samples: int,
     seed: int,
-    positive_fraction: float | None = None,
 ) -> ts.TileDataset:
     """Random tiles (tissue-filtered, partly centred on glomeruli) of ``records``."""
     sampler = ts.RandomSampler(
         cfg.tile,
         reduce=cfg.reduce,
         min_tissue=cfg.min_tissue,
-        positive_fraction=cfg.positive_fraction if positive_fraction is None else positive_fraction,
+        positive_fraction=cfg.positive_fraction,
         jitter=0.35,
     )
     sources = [ts.SlideSource.from_record(r) for r in records]

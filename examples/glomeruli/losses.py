@@ -8,15 +8,17 @@ binary mode), so tiles without glomeruli do not give 0/0.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import get_args
 
 import torch
 from torch import nn
 
+from .config import LossName
 from .models import _smp
 
 __all__ = ["LOSSES", "build_loss"]
 
-LOSSES = ("bce", "dice", "jaccard", "bce_jaccard", "bce_dice", "lovasz", "focal")
+LOSSES: tuple[str, ...] = get_args(LossName)
 
 
 class SumLoss(nn.Module):

@@ -12,12 +12,12 @@ import textwrap
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
 
-from .config import ConfigError
+from .config import Arch, ConfigError
 
 __all__ = [
     "ARCHITECTURES",
@@ -29,8 +29,8 @@ __all__ = [
     "load_weights",
 ]
 
-#: ``--arch`` value -> segmentation-models-pytorch architecture name.
-ARCHITECTURES = {"unet": "unet", "linknet": "linknet", "fpn": "fpn", "unetplusplus": "unetplusplus"}
+#: ``--arch`` values: segmentation-models-pytorch architecture names.
+ARCHITECTURES: tuple[str, ...] = get_args(Arch)
 #: The checkpoint format ``tilestream.load_model`` rebuilds.
 CHECKPOINT_FORMAT = "tilestream-smp-v1"
 
@@ -107,7 +107,7 @@ def build_model(arch: str, encoder: str, *, weights: str | None = None) -> nn.Mo
     check_weights(weights, encoder)
     smp = _smp()
     model: nn.Module = smp.create_model(
-        ARCHITECTURES[arch], encoder_name=encoder, encoder_weights=None, classes=1
+        arch, encoder_name=encoder, encoder_weights=None, classes=1
     )
     if weights is not None:
         load_weights(model, weights)
@@ -180,7 +180,7 @@ def checkpoint_payload(
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
-        "arch": ARCHITECTURES[arch],
+        "arch": arch,
         "encoder": encoder,
         "classes": 1,
         "state_dict": state,

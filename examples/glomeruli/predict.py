@@ -83,8 +83,9 @@ def predict(cfg: PredictConfig) -> Path:
             f"--checkpoints {run_dir}: expected a run folder of train_glomeruli.py with "
             f"config.json and fold<i>.pt (found: {sorted(p.name for p in run_dir.glob('*'))[:10]})"
         )
-    saved: dict[str, Any] = json.loads(config_path.read_text(encoding="utf-8"))
-    train_cfg = from_json(TrainConfig, json.dumps(saved))
+    text = config_path.read_text(encoding="utf-8")
+    saved: dict[str, Any] = json.loads(text)
+    train_cfg = from_json(TrainConfig, text)
     root = Path(cfg.data or saved.get("data_root") or train_cfg.data or "")
     slides = _slides(root, cfg.split)
     threshold = cfg.threshold if cfg.threshold is not None else run_threshold(run_dir)
@@ -130,7 +131,7 @@ def predict(cfg: PredictConfig) -> Path:
             )
             rows.append((record.id, stitcher.to_rle(threshold)))
             if record.mask is not None:
-                score = ts.dice(stitcher.as_mask_source(threshold), record.mask)
+                score = ts.dice(stitcher, record.mask, threshold=threshold)
                 print(f"{record.id}: Dice {score.dice:.4f} (has labels)", flush=True)
         submission = ts.hubmap.write_submission(out / "submission.csv", rows)
     print(

@@ -22,7 +22,7 @@ import numpy as np
 import tilestream as ts
 
 from .config import BOOKKEEPING, TrainConfig
-from .evaluate import THRESHOLDS, SlideResult
+from .evaluate import OVERLAY_PX, THRESHOLDS, SlideResult
 
 __all__ = [
     "EXPERIMENT_COLUMNS",
@@ -136,7 +136,7 @@ def write_overlays(
         with ts.Slide.open(images[slide_id]) as slide:
             # The stored thumbnails may be coarser (a reduce-8 canvas): draw on a finer image.
             thumb = slide.thumbnail(
-                reduce=max(1, min(res.thumb_reduce, math.ceil(max(slide.shape) / 1024)))
+                reduce=max(1, min(res.thumb_reduce, math.ceil(max(slide.shape) / OVERLAY_PX)))
             )
         h, w = thumb.shape[:2]
         canvas = np.ascontiguousarray(thumb[:, :, :3][:, :, ::-1])  # RGB -> BGR for cv2

@@ -18,7 +18,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -222,7 +222,7 @@ class Trainer:
         for i in selected:
             outcomes[i] = self.train_fold(folds[i], remaining=[j for j in selected if j >= i])
         if ctx.is_main:
-            self.finish(folds, selected, root)
+            self.finish(folds, outcomes, root)
         ctx.barrier()
         return 0
 
@@ -541,9 +541,15 @@ class Trainer:
     # -- the end ----------------------------------------------------------------------------
 
     def finish(
-        self, folds: Sequence[ts.Fold[ts.hubmap.SlideRecord]], selected: Sequence[int], root: Path
+        self,
+        folds: Sequence[ts.Fold[ts.hubmap.SlideRecord]],
+        outcomes: Mapping[int, FoldState],
+        root: Path,
     ) -> None:
+        """The run's end on rank 0: threshold, reports, summary, submission; ``outcomes`` are
+        the selected folds' final states (as saved in ``state/fold<i>.pt``)."""
         cfg = self.cfg
+        selected = list(outcomes)
         fold_of = {r.id: f.index for f in folds if f.index in selected for r in f.valid}
         images = {r.id: r.image for f in folds for r in f.valid}
         results = {s: SlideResult.load(self.oof_dir / f"{s}.npz") for s in fold_of}
@@ -555,12 +561,6 @@ class Trainer:
         report.plot_learning_curves(self.run_dir / "learning_curves.png", rows)
         fold_dice = {
             str(f): float(np.mean([slide_dice[s] for s, g in fold_of.items() if g == f]))
-            for f in selected
-        }
-        states = {
-            str(f): torch.load(
-                self.state_dir / f"fold{f}.pt", map_location="cpu", weights_only=False
-            )["fold"]
             for f in selected
         }
         wall = self.elapsed()
@@ -575,13 +575,13 @@ class Trainer:
             "oof_dice": float(np.mean(list(slide_dice.values()))),
             "oof_dice_at_0.5": float(np.mean([r.dice for r in results.values()])),
             "folds": {
-                f: {
-                    "valid": [s for s, g in fold_of.items() if str(g) == f],
-                    "best_epoch": st["best_epoch"],
-                    "epochs_run": st["epoch"],
-                    "stop_reason": st["stop_reason"],
+                str(f): {
+                    "valid": [s for s, g in fold_of.items() if g == f],
+                    "best_epoch": st.best_epoch,
+                    "epochs_run": st.epoch,
+                    "stop_reason": st.stop_reason,
                 }
-                for f, st in states.items()
+                for f, st in outcomes.items()
             },
             "wall_s": wall,
             "data_s": self.data_s,
